@@ -1,0 +1,3 @@
+from mhdsr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""``mhdsr athenak to-npy``: one run -> ``all_fields_NxN.npy`` (T, N, N, C) + ``metadata.npz``.
+
+This is the research workflow's per-seed conversion (channel-LAST output, as that workflow
+uses). Memory stays bounded: snapshots are read one at a time into a reused buffer and written
+into an ``np.lib.format.open_memmap`` under a temporary name, renamed when complete.
+
+Resampling to a lower resolution is conservative (area-weighted) averaging over the periodic
+grid, which is exact block averaging when the factor is an integer, e.g. 256 -> 128 is
+``avgpool2`` (:func:`resample`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mhdsr.athenak.run import AthenaKRun, canonical_channel, cell_centres
+from mhdsr.channels import CHANNELS
+from mhdsr.errors import AthenaKFormatError
+from mhdsr.io_utils import tmp_name
+
+
+def remap_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Conservative 1D remap weights ``W`` (n_out, n_in), float64: ``g = W @ f``.
+
+    ``W[I, i]`` is the overlap length of output cell I and input cell i divided by the output
+    cell length, on the same interval; rows sum to 1 so means are preserved exactly. For an
+    integer factor ``r = n_in / n_out`` every row holds r entries of 1/r (block averaging).
+
+    Raises:
+        AthenaKFormatError: ``n_out > n_in`` (upsampling is what the model is for) or < 1.
+    """
+    if not 1 <= n_out <= n_in:
+        raise AthenaKFormatError(
+            f"resolution {n_out} must be between 1 and the native {n_in} (no upsampling)"
+        )
+    edges_in = np.arange(n_in + 1, dtype=np.float64) / n_in
+    edges_out = np.arange(n_out + 1, dtype=np.float64) / n_out
+    lo = np.maximum(edges_out[:-1, None], edges_in[None, :-1])
+    hi = np.minimum(edges_out[1:, None], edges_in[None, 1:])
+    return np.clip(hi - lo, 0.0, None) * n_out
+
+
+def resample(field: np.ndarray, n_out: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """Average ``field`` (..., ny, nx) down to (..., ny_out, nx_out).
+
+    Returns:
+        ``(array float32, method)`` with method ``"none"``, ``"block-average xR"`` (integer
+        factor: exact mean of R x R blocks) or ``"conservative area-weighted"``.
+    """
+    ny, nx = field.shape[-2:]
+    if (ny, nx) == tuple(n_out):
+        return field, "none"
+    if ny % n_out[0] == 0 and nx % n_out[1] == 0 and ny // n_out[0] == nx // n_out[1]:
+        r = ny // n_out[0]
+        lead = field.shape[:-2]
+        blocks = field.reshape(*lead, n_out[0], r, n_out[1], r).astype(np.float64)
+        return blocks.mean(axis=(-3, -1)).astype(np.float32), f"block-average x{r}"
+    wy = remap_matrix(ny, n_out[0])
+    wx = remap_matrix(nx, n_out[1])
+    out = np.einsum("Yy,...yx,Xx->...YX", wy, field.astype(np.float64), wx, optimize=True)
+    return out.astype(np.float32), "conservative area-weighted"
+
+
+def select_snapshots(
+    available: Sequence[int], start: int | None, end: int | None, stride: int
+) -> list[int]:
+    """Snapshot indices with ``start <= index <= end`` (inclusive, on file numbers), then every
+    ``stride``-th of those present.
+
+    Raises:
+        AthenaKFormatError: stride < 1 or nothing selected.
+    """
+    if stride < 1:
+        raise AthenaKFormatError(f"--snap-stride must be >= 1, got {stride}")
+    sel = [i for i in available if (start is None or i >= start) and (end is None or i <= end)]
+    sel = sel[::stride]
+    if not sel:
+        raise AthenaKFormatError(
+            f"no snapshots in [{start}, {end}] (available: {list(available)[:10]}{'...' if len(available) > 10 else ''})"
+        )
+    return sel
+
+
+def to_npy(
+    bindir: str | Path,
+    outdir: str | Path,
+    *,
+    snap_start: int | None = None,
+    snap_end: int | None = None,
+    snap_stride: int = 1,
+    resolution: int | None = None,
+    fields: Sequence[str] | None = None,
+    allow_nonfinite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Convert a run to ``outdir/all_fields_NxN.npy`` (T, N, N, C) float32 + ``metadata.npz``.
+
+    Args:
+        bindir: run folder (holding ``bin/``) or the ``bin`` folder itself.
+        outdir: output folder (created).
+        snap_start, snap_end: inclusive snapshot-number window; stride over the present ones.
+        resolution: output N (<= native); integer factors use exact block averaging.
+        fields: channels (canonical or AthenaK names), default all 8.
+        allow_nonfinite: accept NaN/inf.
+        progress: show a tqdm bar.
+
+    Returns:
+        Summary dict: paths, shape, snapshots, resample method.
+
+    Raises:
+        AthenaKFormatError: bad run, bad window, 3D run, upsampling request.
+    """
+    run = AthenaKRun(bindir)
+    nx1, nx2, nx3 = run.resolution
+    if nx3 != 1:
+        raise AthenaKFormatError(
+            f"{run.root}: to-npy writes 2D fields but the run is 3D (nx3={nx3})"
+        )
+    chans = tuple(canonical_channel(f) for f in (fields or CHANNELS))
+    snaps = select_snapshots(run.snapshots(chans), snap_start, snap_end, snap_stride)
+    n_out = (resolution or nx2, resolution or nx1)
+    if resolution is not None and resolution > min(nx1, nx2):
+        raise AthenaKFormatError(
+            f"--resolution {resolution} exceeds the native {nx1}x{nx2} (no upsampling)"
+        )
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    data_path = outdir / f"all_fields_{n_out[0]}x{n_out[1]}.npy"
+    meta_path = outdir / "metadata.npz"
+    tmp_data, tmp_meta = tmp_name(data_path), tmp_name(meta_path)
+    buf = np.empty((len(chans), nx2, nx1), dtype=np.float32)
+    times, cycles = np.empty(len(snaps)), np.empty(len(snaps), dtype=np.int64)
+    method = "none"
+    try:
+        mm = np.lib.format.open_memmap(
+            tmp_data, mode="w+", dtype="<f4", shape=(len(snaps), n_out[0], n_out[1], len(chans))
+        )
+        bar = tqdm(snaps, desc=f"to-npy {run.root.name}", unit="snap", disable=not progress)
+        for t, idx in enumerate(bar):
+            snap = run.read_snapshot(idx, chans, allow_nonfinite=allow_nonfinite, out=buf)
+            field, method = resample(snap.data, n_out)
+            mm[t] = np.moveaxis(field, 0, -1)
+            times[t], cycles[t] = snap.time, snap.cycle
+        mm.flush()
+        del mm
+        x1min, x1max, x2min, x2max = run.domain[:4]
+        np.savez(
+            tmp_meta,
+            field_names=np.array(chans),
+            times=times,
+            cycles=cycles,
+            snapshots=np.array(snaps, dtype=np.int64),
+            x_coords=cell_centres(x1min, x1max, n_out[1]),
+            y_coords=cell_centres(x2min, x2max, n_out[0]),
+            sim_params=np.array(json.dumps(run.params)),
+            resample=np.array(method),
+            source=np.array(str(run.root)),
+        )
+        # np.savez appends .npz when missing
+        tmp_meta_written = tmp_meta if tmp_meta.exists() else Path(str(tmp_meta) + ".npz")
+        os.replace(tmp_data, data_path)
+        os.replace(tmp_meta_written, meta_path)
+    finally:
+        for p in (tmp_data, tmp_meta, Path(str(tmp_meta) + ".npz")):
+            p.unlink(missing_ok=True)
+    return {
+        "data": str(data_path),
+        "metadata": str(meta_path),
+        "shape": [len(snaps), n_out[0], n_out[1], len(chans)],
+        "snapshots": snaps,
+        "fields": list(chans),
+        "resample": method,
+    }

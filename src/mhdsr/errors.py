@@ -1,0 +1,22 @@
+"""Exception types. Every error a user can cause derives from :class:`MhdsrError`; the CLI
+prints its message (which names the file / key / field at fault) and exits with status 2."""
+
+
+class MhdsrError(Exception):
+    """Base class of all user-facing errors (bad input, bad config, missing files)."""
+
+
+class ConfigError(MhdsrError, ValueError):
+    """A configuration file or ``key=value`` override is invalid (the message names the key)."""
+
+
+class AthenaKFormatError(MhdsrError, ValueError):
+    """An AthenaK ``.bin`` file or run folder is malformed or unsupported (names the path)."""
+
+
+class ShardError(MhdsrError, ValueError):
+    """A shard, manifest or shard build input is invalid (names the shard / key)."""
+
+
+class CheckpointError(MhdsrError, ValueError):
+    """A checkpoint or exported weights file is missing, corrupt or incompatible."""

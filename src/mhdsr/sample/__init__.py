@@ -1,0 +1,11 @@
+"""Sampling: time grids, ODE/SDE samplers and reproducible per-sample noise (DESIGN.md, "The
+method"), plus bulk inference to HDF5.
+
+* :mod:`mhdsr.sample.timegrid` - ``time_grid(n_steps, kind)``: linear / quadratic / EDM grids.
+* :mod:`mhdsr.sample.samplers` - ``euler``, ``heun``, ``euler_maruyama``; ``SAMPLERS``,
+  ``get_sampler(name)``, ``sample(name, model, u, ...)``, NFE counting.
+* :mod:`mhdsr.sample.noise` - ``generator_for(seed, *key)``, ``PerSampleNoise``: noise that does
+  not depend on batch size, order or world size.
+
+This package ``__init__`` imports nothing, so ``import mhdsr.sample.<module>`` stays cheap.
+"""
