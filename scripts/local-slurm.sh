@@ -8,8 +8,8 @@
 #           wait (bounded) until the node is usable. Idempotent: when the daemons already run with
 #           the same configuration it only checks the node; a changed configuration is rewritten
 #           and the daemons are restarted.
-#   status  exit 0 only if sinfo answers and the node is idle/mixed/allocated/completing; prints
-#           the node state.
+#   status  exit 0 only if sinfo answers, the node is idle/mixed/allocated/completing/planned and
+#           (on this host) slurmd runs; prints the node state.
 #   stop    stop slurmd, slurmctld and munged (by their pid files).
 #
 # Needs root; works without systemd (the daemons daemonize themselves, started in their own
@@ -135,9 +135,9 @@ real_memory_mb() {
     echo $((total * 95 / 100))
 }
 
+# render_slurm_conf CPUS: the slurm.conf text for this host on stdout.
 render_slurm_conf() {
-    local cpus=${LOCAL_SLURM_CPUS:-$(($(nproc) * 4))}
-    [[ $cpus =~ ^[1-9][0-9]*$ ]] || die "LOCAL_SLURM_CPUS must be a positive integer, got '$cpus'"
+    local cpus=$1
     cat <<EOF
 # Written by scripts/local-slurm.sh for a single-node test cluster; rewritten on every start.
 ClusterName=mhdsr-local
@@ -197,14 +197,17 @@ write_if_changed() {
     return 0
 }
 
-node_state() { sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1; }
+# Client calls are wrapped in timeout: without a controller they retry for ~10 s.
+slurmd_up() { timeout 10 scontrol show slurmd >/dev/null 2>&1; }
+ctld_up() { timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP'; }
+node_state() { timeout 15 sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1; }
 
 wait_for_node() {
     local deadline=$((SECONDS + START_TIMEOUT)) state="" resumed=0
     while ((SECONDS < deadline)); do
         state=$(node_state || true)
         case $state in
-            idle | mixed | allocated | completing)
+            idle | mixed | allocated | completing | planned)
                 log "node $NODE is $state"
                 return 0
                 ;;
@@ -226,12 +229,16 @@ wait_for_node() {
 }
 
 cmd_start() {
-    local t0=$SECONDS changed=0 i
+    local t0=$SECONDS changed=0 deadline conf cpus=${LOCAL_SLURM_CPUS:-$(($(nproc) * 4))}
+    [[ $cpus =~ ^[1-9][0-9]*$ ]] || die "LOCAL_SLURM_CPUS must be a positive integer, got '$cpus'"
+    [[ $START_TIMEOUT =~ ^[1-9][0-9]*$ ]] ||
+        die "LOCAL_SLURM_START_TIMEOUT must be a positive integer, got '$START_TIMEOUT'"
     require_root
     install_packages
     start_munge
     mkdir -p "$LOG_DIR" /var/spool/slurmctld /var/spool/slurmd
-    write_if_changed "$SLURM_CONF" "$(render_slurm_conf)" && changed=1
+    conf=$(render_slurm_conf "$cpus") || die "could not render slurm.conf"
+    write_if_changed "$SLURM_CONF" "$conf" && changed=1
     write_if_changed "$CGROUP_CONF" "$(render_cgroup_conf)" && changed=1
     if ((changed)); then
         log "configuration written: restarting slurm daemons"
@@ -242,17 +249,22 @@ cmd_start() {
         log "starting slurmctld"
         setsid slurmctld </dev/null >/dev/null 2>&1 || die "slurmctld failed to start (see $LOG_DIR/slurmctld.log)"
     fi
-    for ((i = 0; i < 100; i++)); do
-        scontrol ping 2>/dev/null | grep -q 'is UP' && break
+    deadline=$((SECONDS + 20))
+    until ctld_up; do
+        if ((SECONDS >= deadline)); then
+            tail -n 15 "$LOG_DIR/slurmctld.log" 2>/dev/null | sed 's/^/  slurmctld.log: /' >&2 || true
+            die "slurmctld does not answer 20 s after start (see $LOG_DIR/slurmctld.log)"
+        fi
         sleep 0.2
     done
-    scontrol ping 2>/dev/null | grep -q 'is UP' ||
-        die "slurmctld does not answer 20 s after start (see $LOG_DIR/slurmctld.log)"
     if ! pid_alive "$SLURMD_PID" slurmd; then
         log "starting slurmd"
         setsid slurmd </dev/null >/dev/null 2>&1 || die "slurmd failed to start (see $LOG_DIR/slurmd.log)"
     fi
     wait_for_node
+    # slurmctld only notices a dead slurmd after SlurmdTimeout (300 s): ask slurmd itself too.
+    slurmd_up || die "slurmd does not answer (see $LOG_DIR/slurmd.log)"
+    pid_alive "$CTLD_PID" slurmctld || die "slurmctld is not running (see $LOG_DIR/slurmctld.log)"
     log "ready in $((SECONDS - t0)) s ($(sinfo --version))"
 }
 
@@ -264,8 +276,13 @@ cmd_status() {
     fi
     state=$(node_state || true)
     echo "node ${NODE}: ${state:-no answer from slurmctld}"
+    # A dead slurmd is only noticed by slurmctld after SlurmdTimeout (300 s): ask slurmd itself.
+    if ! slurmd_up; then
+        echo "slurmd on ${NODE} does not answer"
+        return 1
+    fi
     case $state in
-        idle | mixed | allocated | completing) return 0 ;;
+        idle | mixed | allocated | completing | planned) return 0 ;;
         *) return 1 ;;
     esac
 }

@@ -24,3 +24,24 @@ def repo() -> Path:
 def data_dir() -> Path:
     assert DATA.is_dir(), f"bundled AthenaK sample missing: {DATA}"
     return DATA
+
+
+@pytest.fixture(scope="session")
+def demo_shards(tmp_path_factory) -> Path:
+    """Shards of the bundled sample built once per session with configs/shard/demo.yaml."""
+    from mhdsr.cli import main
+
+    out = tmp_path_factory.mktemp("demo_shards") / "shards"
+    assert (
+        main(
+            [
+                "shard",
+                "build",
+                "--config",
+                str(REPO / "configs/shard/demo.yaml"),
+                f"output_dir={out}",
+            ]
+        )
+        == 0
+    )
+    return out

@@ -3,20 +3,26 @@
 The cluster has no accounting daemon, so ``sacct`` has no data. submitit reads job states from
 ``sacct``: its ``job.state`` stays ``"UNKNOWN"`` and ``job.done()`` only turns true once a result
 file exists. A job that is cancelled or killed writes no result file, so ``job.result()`` would
-wait forever. The helpers here therefore read job states from ``squeue``/``scontrol`` (which know
+wait forever. The helpers here therefore read job states from ``scontrol show job`` (which knows
 every job for ``MinJobAge`` = 600 s after it ends) and bound every wait.
 
 Functions that run inside SLURM jobs also live here: submitit pickles callables by module
 reference, so they must be importable by the job's Python. :func:`make_executor` puts ``src/``,
 ``tests/`` and the repository root on the job's ``PYTHONPATH``.
 
-Typical use::
+Typical use (a test module; ``pytest.mark.slurm`` is registered in pyproject.toml)::
 
-    require_slurm()                      # skip (or fail when CI=true) without a usable cluster
-    executor = make_executor(tmp_path / "logs", timeout_min=5)
-    job = executor.submit(probe_job, 21)
-    assert wait_for_job(job, timeout_s=60) == "COMPLETED"
-    assert job.result()["value"] == 42
+    pytestmark = pytest.mark.slurm
+
+    @pytest.fixture(autouse=True)
+    def _cluster() -> None:
+        require_slurm()                  # skip (or fail when CI=true) without a usable cluster
+
+    def test_x(tmp_path):
+        executor = make_executor(tmp_path / "logs", timeout_min=5)
+        job = executor.submit(probe_job, 21)
+        assert wait_for_job(job, timeout_s=60) == "COMPLETED"
+        assert job.result()["value"] == 42
 """
 
 from __future__ import annotations
@@ -34,12 +40,14 @@ from typing import Any
 import pytest
 import submitit
 
+from mhdsr.launch.jobs import TrainJob
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SLURM_SCRIPT = REPO_ROOT / "scripts" / "local-slurm.sh"
 PARTITION = "debug"
 
 # Node states (sinfo %T) in which the node accepts jobs.
-USABLE_NODE_STATES = frozenset({"idle", "mixed", "allocated", "completing"})
+USABLE_NODE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"})
 
 # Job states (squeue %T / scontrol JobState) after which a job never runs again on its own.
 TERMINAL_JOB_STATES = frozenset(
@@ -110,9 +118,9 @@ def slurm_status() -> tuple[bool, str]:
     """Probes the local cluster without side effects.
 
     Returns:
-        ``(usable, description)``: usable is True when ``sinfo`` answers, ``srun`` exists and a
-        node of partition ``debug`` is idle/mixed/allocated/completing; description says what
-        was found (node states, or why the cluster is not usable).
+        ``(usable, description)``: usable is True when ``sinfo`` answers, ``srun`` exists, a
+        node of partition ``debug`` is idle/mixed/allocated/completing/planned and this host's
+        slurmd answers; description says what was found (node states, or why not usable).
     """
     for exe in ("sinfo", "sbatch", "srun", "scontrol", "squeue"):
         if shutil.which(exe) is None:
@@ -129,7 +137,17 @@ def slurm_status() -> tuple[bool, str]:
         return False, f"partition {PARTITION!r} has no nodes"
     desc = ", ".join(f"{node}={state}" for node, state in sorted(states.items()))
     usable = any(state in USABLE_NODE_STATES for state in states.values())
+    if usable:
+        # slurmctld reports a node whose slurmd died as idle for SlurmdTimeout (300 s).
+        try:
+            run_slurm(["scontrol", "show", "slurmd"], timeout_s=10)
+        except SlurmError as e:
+            return False, f"partition {PARTITION}: {desc}, but slurmd does not answer: {e}"
     return usable, f"partition {PARTITION}: {desc}"
+
+
+# A negative probe is remembered for the session: with slurmctld down, sinfo takes ~9 s to give up.
+_UNUSABLE_REASON: str | None = None
 
 
 def require_slurm() -> None:
@@ -142,19 +160,16 @@ def require_slurm() -> None:
         pytest.skip.Exception: Cluster not usable and not in CI.
         pytest.fail.Exception: Cluster not usable and ``CI=true``.
     """
-    usable, desc = slurm_status()
-    if usable:
-        return
-    reason = f"local SLURM cluster not usable: {desc}"
+    global _UNUSABLE_REASON
+    if _UNUSABLE_REASON is None:
+        usable, desc = slurm_status()
+        if usable:
+            return
+        _UNUSABLE_REASON = f"local SLURM cluster not usable: {desc}"
+    reason = _UNUSABLE_REASON
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} [CI=true: SLURM tests must run]", pytrace=False)
     pytest.skip(reason)
-
-
-@pytest.fixture
-def slurm_cluster() -> None:
-    """Fixture form of :func:`require_slurm` (use it via ``pytest.mark.usefixtures``)."""
-    require_slurm()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,8 +411,18 @@ def requeue_job(job_id: str) -> None:
 
 
 def release_job(job_id: str) -> None:
-    """Make a pending (e.g. just requeued) job eligible now: ``scontrol update StartTime=now``."""
-    run_slurm(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+    """Makes a pending (e.g. just requeued) job eligible now: ``scontrol update StartTime=now``.
+
+    A job that is no longer pending (it started or ended meanwhile) is left alone.
+
+    Raises:
+        SlurmError: The update failed while the job is still pending.
+    """
+    try:
+        run_slurm(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+    except SlurmError:
+        if job_state(job_id) == "PENDING":
+            raise
 
 
 def restart_count(job_id: str) -> int:
@@ -460,3 +485,73 @@ class RequeueProbe(submitit.helpers.Checkpointable):
         if restarts == 0:
             time.sleep(hold_s)  # interrupted here; a test that never signals sees [0] returned
         return [int(line) for line in path.read_text().split()]
+
+
+# ----------------------------------------------------------------------------------------------
+# mhdsr launch tests: time limits, files, a throttled training callable
+# ----------------------------------------------------------------------------------------------
+
+
+def set_time_limit(job_id: str, minutes: int) -> None:
+    """``scontrol update JobId=... TimeLimit=<minutes>`` (works on running and pending jobs).
+
+    SLURM then sends the job's ``--signal`` at the first time-limit check (every 30 s in
+    slurmctld) at which the remaining time is at most ``signal delay + 30 s``, and ends the job
+    at the first check after the new end time.
+    """
+    run_slurm(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={int(minutes)}"])
+
+
+def run_seconds(job_id: str) -> int:
+    """How long the job's current run has been running (scontrol ``RunTime``), in seconds.
+
+    Raises:
+        SlurmError: slurmctld does not know the job.
+    """
+    info = job_info(job_id)
+    if info is None:
+        raise SlurmError(f"job {job_id} unknown to slurmctld")
+    days, _, hms = info.get("RunTime", "0:0:0").rpartition("-")
+    h, m, s = (int(x) for x in hms.split(":"))
+    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
+
+
+def wait_for_path(path: Path, timeout_s: float, poll_s: float = 0.2) -> None:
+    """Waits, bounded, until ``path`` exists.
+
+    Raises:
+        TimeoutError: not there after ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{path} not written within {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+class SlowTrainJob(TrainJob):
+    """``mhdsr.launch.jobs.TrainJob`` whose data loader waits ``step_sleep_s`` before each batch.
+
+    Test-only: SLURM delivers a job's time-limit signal at its 30-second checks, so a test must
+    be sure the training is still running up to 30 s after it shortens the time limit, on any
+    machine. The throttle changes nothing else: the signal, submitit's handler, ``checkpoint()``
+    (inherited: the restart runs a plain, unthrottled ``TrainJob``) and the resume are the real
+    ones. The patch lives in the job's own process only.
+    """
+
+    def __init__(self, train_config: dict[str, Any], step_sleep_s: float = 0.5) -> None:
+        super().__init__(train_config)
+        self.step_sleep_s = step_sleep_s
+
+    def __call__(self) -> dict[str, Any]:
+        from mhdsr.train import data
+
+        make_loader, pause = data.make_loader, self.step_sleep_s
+
+        def slow_loader(*args: Any, **kwargs: Any) -> Iterable[Any]:
+            for batch in make_loader(*args, **kwargs):
+                time.sleep(pause)
+                yield batch
+
+        data.make_loader = slow_loader
+        return super().__call__()

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import HI, LO, REPO
 
+from conftest import HI, LO, REPO
 from mhdsr.athenak import open_run
 from mhdsr.channels import CHANNELS
 from mhdsr.cli import main

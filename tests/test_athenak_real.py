@@ -6,8 +6,8 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import HI, LO
 
+from conftest import HI, LO
 from mhdsr.athenak import open_run, read_bin
 from mhdsr.channels import CHANNELS
 from mhdsr.physics import curl_z, ddx, div_b, rms

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from athenak_writer import all_locs, bin_bytes, make_deck, smooth_fields, write_run
 
+from athenak_writer import all_locs, bin_bytes, make_deck, smooth_fields, write_run
 from mhdsr.athenak import open_run, read_bin
 from mhdsr.errors import AthenaKFormatError
 
@@ -98,7 +98,7 @@ def test_deck_spellings(tmp_path, fields2d, keys, expected):
 
 
 # ----------------------------------------------------------------------------- errors
-def _one_file(tmp_path, fields2d, **kw) -> "Path":  # noqa: F821
+def _one_file(tmp_path, fields2d, **kw) -> Path:  # noqa: F821
     write_run(tmp_path, fields2d, nx=NX2D, mb=MB2D)
     return tmp_path / "bin" / "mri2d.mhd_w.00000.bin"
 

@@ -1,0 +1,40 @@
+"""``mhdsr eval --config FILE [key=value ...]``: metrics.json + figures + report.md.
+
+Light at import (the handler imports numpy, h5py, torch and matplotlib), so ``mhdsr --help``
+stays fast. Common overrides: ``samples=PATH shards=PATH output_dir=PATH max_panels=N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` command."""
+    from mhdsr.cli import add_config_args
+
+    p = sub.add_parser(
+        "eval",
+        help="score sample files against the truth and baselines (metrics.json, figures, report)",
+        description="Evaluate every *.h5 below `samples` (one (method, sim) result each) against "
+        "the pixel truth in `shards` (test/val sims) or the mean spectrum of the reference split "
+        "(held-out native-lo sims), next to bilinear and bicubic baselines. Writes "
+        "output_dir/metrics.json, output_dir/figures/*.png and output_dir/report.md.",
+    )
+    add_config_args(p)
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mhdsr.config import load_config, to_yaml
+    from mhdsr.eval.config import EvalConfig
+
+    cfg = load_config(EvalConfig, args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    from mhdsr.eval.run import run_eval
+
+    run_eval(cfg)
+    return 0

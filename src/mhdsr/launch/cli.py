@@ -1,0 +1,128 @@
+"""``mhdsr launch {train,sample,status}``: submit to SLURM (or run locally) with submitit.
+
+    mhdsr launch train  --config TRAIN.yaml  [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
+    mhdsr launch sample --config SAMPLE.yaml [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
+    mhdsr launch status --job-dir DIR
+
+``key=value`` overrides are the same as for ``mhdsr train`` / ``mhdsr sample``, plus launch
+settings, bare (``nodes=4 time=24h``) or prefixed (``launch.nodes=4``); see
+:func:`mhdsr.launch.config.split_overrides` for the (unambiguous) routing rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+_LAUNCH_HELP = (
+    "launch settings YAML (e.g. configs/launch/slurm.yaml); launch keys may also be given as "
+    "key=value overrides: executor, nodes, gpus_per_node, tasks_per_node, cpus_per_task, mem_gb, "
+    "partition, account, qos, constraint, time, exclusive, array_parallelism, sims_per_task, "
+    "max_requeues, job_dir, ..."
+)
+
+
+_ROUTING = (
+    "Each key=value goes to exactly one config: launch.KEY=V to the launch settings; a bare key "
+    "whose first part is a field of the train/sample config to that config; a bare key that is "
+    "a launch field (nodes, time, ...) to the launch settings; any other key is an error. "
+    "Everything is validated before submission."
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from mhdsr.cli import add_config_args
+
+    p = sub.add_parser(
+        "launch",
+        help="submit training / sampling to SLURM with submitit (or run locally)",
+        description="Submit jobs with submitit. Training: one multi-node job, one rank per GPU, "
+        "requeued on timeout/preemption and resumed from the newest checkpoint. Sampling: a job "
+        "array over the simulations not yet generated.",
+    )
+    lsub = p.add_subparsers(dest="launch_command", metavar="WHAT", required=True)
+    for kind, text, example in (
+        ("train", "submit a training job (TRAIN config + launch settings)",
+         "mhdsr launch train --config configs/train/cpu-small.yaml --launch "
+         "configs/launch/slurm.yaml nodes=4 gpus_per_node=4 partition=gpu time=24h "
+         "engine.device=auto max_steps=200000"),
+        ("sample", "submit a sampling job array (SAMPLE config + launch settings)",
+         "mhdsr launch sample --config SAMPLE.yaml --launch configs/launch/slurm.yaml "
+         "gpus_per_node=1 array_parallelism=16 time=2h"),
+    ):  # fmt: skip
+        q = lsub.add_parser(
+            kind,
+            help=text,
+            description=f"{text}. {_ROUTING}",
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_config_args(q)
+        q.add_argument("--launch", metavar="FILE", default=None, help=_LAUNCH_HELP)
+        q.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="validate and print what would be submitted; submit nothing",
+        )
+        q.set_defaults(func=_run, kind=kind)
+    s = lsub.add_parser(
+        "status",
+        help="what a job folder's submissions did: job states; sims done/failed/pending; train step",
+    )
+    s.add_argument("--job-dir", required=True, metavar="DIR", help="job folder of a launch")
+    s.set_defaults(func=_status)
+
+
+def _target_schema(kind: str) -> type:
+    if kind == "train":
+        from mhdsr.train.config import TrainConfig
+
+        return TrainConfig
+    from mhdsr.sample.config import SampleConfig
+
+    return SampleConfig
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mhdsr.config import load_config, to_yaml
+    from mhdsr.launch import launcher
+    from mhdsr.launch.config import executor_parameters, load_launch_config, split_overrides
+
+    schema = _target_schema(args.kind)
+    target_over, launch_over = split_overrides(args.overrides, schema, args.kind)
+    launch = load_launch_config(args.launch, launch_over)
+    cfg = load_config(schema, args.config, target_over)
+    if args.dry_run:
+        if args.kind == "train":
+            cfg = launcher.absolute_train_config(cfg)
+            launcher.check_train(cfg, launch)
+            nodes, tasks = launch.nodes, launch.ranks_per_node()
+        else:
+            cfg = launcher.absolute_sample_config(cfg)
+            nodes, tasks = 1, 1
+        params = executor_parameters(launch, nodes=nodes, tasks_per_node=tasks, name=args.kind)
+        print(f"# {args.kind} config\n{to_yaml(cfg)}# launch config\n{to_yaml(launch)}", end="")
+        print(f"# submitit parameters ({launch.executor})")
+        for k, v in params.items():
+            print(f"#   {k}: {v!r}")
+        if args.kind == "sample":
+            print(f"# {launcher.describe_sample_plan(cfg, launch)}")
+        print("# dry run: nothing submitted")
+        return 0
+    if args.kind == "train":
+        sub = launcher.submit_train(cfg, launch)
+    else:
+        sub = launcher.submit_sample(cfg, launch)
+        if sub is None:
+            print(f"nothing to submit: every simulation is complete in {cfg.output_dir}")
+            return 0
+    print(launcher.describe(sub, launch), flush=True)
+    if launch.executor == "debug":
+        print(launcher.format_status(launcher.read_status(sub.job_dir)))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from mhdsr.launch import launcher
+
+    print(launcher.format_status(launcher.read_status(args.job_dir)))
+    return 0

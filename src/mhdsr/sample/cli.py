@@ -1,0 +1,57 @@
+"""``mhdsr sample --config FILE [key=value ...]``: bulk inference to one HDF5 file per sim.
+
+Runs as one process, or under torchrun / srun (each rank takes every W-th sim; see
+:mod:`mhdsr.sample.bulk`). Rerunning the same command skips complete files. Exit status 0 when
+every sim of this task is complete, 1 when some failed (listed), 2 on a configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``sample`` command (light imports only; torch is imported by the handler)."""
+    from mhdsr.cli import add_config_args
+
+    p = sub.add_parser(
+        "sample",
+        help="super-resolve shard splits or AthenaK runs to HDF5 (ODE/SDE samplers)",
+        description="Bulk inference: one HDF5 file per input sim, ensemble members in physical "
+        "units. Rerunning skips complete files; under torchrun/srun ranks split the sims. "
+        "Common overrides: checkpoint=PATH shards=PATH output_dir=PATH inputs.kind=runs "
+        "'inputs.runs=[data/athenak/mri128_nu3e-5/seed_*]' sampler.name=euler_maruyama "
+        "sampler.steps=N ensemble=N batch_size=N.",
+    )
+    add_config_args(p)
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--status", action="store_true", help="list complete / pending sims and exit (no sampling)"
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from mhdsr.config import load_config, to_yaml
+    from mhdsr.sample.config import SampleConfig
+
+    cfg = load_config(SampleConfig, args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    from mhdsr.sample.bulk import format_summary, run_sample, status
+
+    if args.status:
+        st = status(cfg)
+        n = len(st["done"]) + len(st["pending"])
+        print(f"{cfg.output_dir}: {len(st['done'])}/{n} sim(s) complete")
+        for name in st["pending"]:
+            print(f"  pending {name}")
+        return 0
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    res = run_sample(cfg)
+    print(format_summary(res, cfg))
+    return 1 if res["failed"] else 0

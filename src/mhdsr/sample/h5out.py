@@ -1,0 +1,150 @@
+"""One HDF5 file per input sim (DESIGN.md "Formats", inference output).
+
+Layout of ``<output_dir>/<sim with "/" -> "__">.h5``::
+
+    samples   (T, E, C, H, W) float32  physical units (denormalized); chunks of one member
+    input     (T, C, h, w)    float32  physical lo fed to the model
+    time      (T,)            float64  simulation time of each snapshot
+    snapshot  (T,)            int64    AthenaK file number
+    cycle     (T,)            int64    AthenaK cycle (-1 if unknown)
+    key       (T,)            str      shard sample keys (inputs from shards only)
+    attrs: channels, sampler (JSON), checkpoint, checkpoint_sha256, checkpoint_step, weights,
+           sigma, seed, ensemble, code_version, sim, sim_seed, source, lo_kind, upsample,
+           t_min, t_max, settings (JSON of everything that determines the numbers), complete
+
+A file is written under a temporary name in the same folder (``.<name>.tmp-<host>-<pid>``) and
+renamed once complete (``complete = True`` is set before the rename), so a reader never sees a
+partial file and a killed run leaves only a temporary file, which the next run deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+SUFFIX = ".h5"
+
+
+def output_path(output_dir: str | Path, sim: str) -> Path:
+    """``output_dir / (sim with "/" replaced by "__") + ".h5"``."""
+    return Path(output_dir) / (sim.replace("/", "__") + SUFFIX)
+
+
+def stale_tmps(path: Path) -> list[Path]:
+    """Temporary files of ``path`` left by killed runs."""
+    return sorted(path.parent.glob(f".{path.name}.tmp-*"))
+
+
+def read_settings(path: Path) -> dict[str, Any] | None:
+    """The ``settings`` of a COMPLETE output file, else ``None`` (missing, unreadable, or not
+    marked complete)."""
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if not bool(f.attrs.get("complete", False)):
+                return None
+            return json.loads(f.attrs["settings"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable ``key: old -> new`` lines for the entries that differ."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+class SimWriter:
+    """Write one sim's output file atomically (context manager).
+
+    Args:
+        path: final file path.
+        n_snap, ensemble: T and E.
+        channels: channel names (C = len).
+        hi_shape, lo_shape: ``(H, W)`` and ``(h, w)``.
+        with_keys: create the ``key`` dataset (inputs from shards).
+        attrs: file attributes (``complete`` is added by :meth:`commit`).
+
+    Use::
+
+        with SimWriter(...) as w:
+            w.write_input(t, lo, time=..., snapshot=..., cycle=..., key=...)
+            w.write_samples(t, m0, x)       # x (k, C, H, W): members m0 .. m0 + k - 1
+            w.commit()                       # marks complete, renames
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_snap: int,
+        ensemble: int,
+        channels: list[str],
+        hi_shape: tuple[int, int],
+        lo_shape: tuple[int, int],
+        with_keys: bool,
+        attrs: dict[str, Any],
+    ) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+        c = len(channels)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for old in stale_tmps(self.path):
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+        self.f = h5py.File(self.tmp, "w")
+        f = self.f
+        f.create_dataset(
+            "samples", (n_snap, ensemble, c, *hi_shape), dtype="f4", chunks=(1, 1, c, *hi_shape)
+        )
+        f.create_dataset("input", (n_snap, c, *lo_shape), dtype="f4", chunks=(1, c, *lo_shape))
+        f.create_dataset("time", (n_snap,), dtype="f8")
+        f.create_dataset("snapshot", (n_snap,), dtype="i8")
+        f.create_dataset("cycle", (n_snap,), dtype="i8")
+        if with_keys:
+            f.create_dataset("key", (n_snap,), dtype=h5py.string_dtype())
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.attrs["complete"] = False
+        self.committed = False
+
+    def __enter__(self) -> SimWriter:
+        return self
+
+    def write_input(
+        self, t: int, lo: np.ndarray, *, time: float, snapshot: int, cycle: int, key: str | None
+    ) -> None:
+        """Store snapshot ``t``'s lo field ``(C, h, w)`` and its coordinates."""
+        self.f["input"][t] = lo
+        self.f["time"][t] = time
+        self.f["snapshot"][t] = snapshot
+        self.f["cycle"][t] = cycle
+        if key is not None and "key" in self.f:
+            self.f["key"][t] = key
+
+    def write_samples(self, t: int, m0: int, x: np.ndarray) -> None:
+        """Store members ``m0 .. m0 + len(x) - 1`` of snapshot ``t``; ``x`` ``(k, C, H, W)``."""
+        self.f["samples"][t, m0 : m0 + len(x)] = x
+
+    def commit(self) -> None:
+        """Mark complete, flush, close and rename to the final name."""
+        self.f.attrs["complete"] = True
+        self.f.flush()
+        self.f.close()
+        os.replace(self.tmp, self.path)
+        self.committed = True
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.committed:
+            with contextlib.suppress(Exception):
+                self.f.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp.unlink()

@@ -1,0 +1,328 @@
+"""Inputs of bulk inference: the low-resolution fields of each sim, in physical units.
+
+Two sources (``inputs.kind``), both grouped by sim (one output file per sim):
+
+* ``shards``: a split of a shard folder (DESIGN.md "Formats"). A sample holding ``lo.npy``
+  (the ``heldout`` split: native 128^2 runs) gives ``lo`` directly (``lo_kind = "native"``); a
+  sample holding only ``hi.npy`` (train/val/test) gives ``lo = avgpool2(hi)``
+  (``lo_kind = "derived_avgpool2"``), exactly as in training. The split is indexed from the
+  tar headers and the small ``json`` members only; arrays are read later by byte offset, so a
+  process reads just the samples of its own sims.
+* ``runs``: AthenaK run folders (the held-out native-128 seeds), ``lo`` = the snapshot itself
+  (``lo_kind = "native"``), read with :mod:`mhdsr.athenak`.
+
+The sim name is ``"<resolution folder>/<run folder>"`` (e.g. ``"mri128_nu3e-5/seed_0002"``),
+the same as the shard builder's ``json.sim``; the sim seed is the deck's ``problem/rseed`` (else
+the ``seed_NNNN`` folder name). The snapshot window (``snap_start``/``snap_end``, inclusive
+file numbers) and ``stride`` apply per sim to its sorted snapshots, for both kinds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mhdsr.channels import CHANNELS
+from mhdsr.errors import ConfigError, ShardError
+from mhdsr.sample.config import SampleConfig
+
+SEED_DIR_RE = re.compile(r"^seed_(\d+)$")
+
+LO_NATIVE = "native"
+LO_DERIVED = "derived_avgpool2"
+
+
+@dataclass(frozen=True)
+class Snap:
+    """One input snapshot of a sim.
+
+    Attributes:
+        snapshot: AthenaK file number.
+        time: simulation time (code units; runs: NaN until read, see :meth:`SimInput.load_lo`).
+        cycle: AthenaK cycle (runs: -1 until read).
+        key: shard sample key ``s{seed:04d}_n{snapshot:05d}`` (shards only, else ``None``).
+        member: ``(tar path, byte offset, size)`` of the ``lo.npy``/``hi.npy`` member (shards).
+    """
+
+    snapshot: int
+    time: float
+    cycle: int
+    key: str | None = None
+    member: tuple[str, int, int] | None = None
+
+
+@dataclass
+class SimInput:
+    """All selected snapshots of one sim, sorted by snapshot number.
+
+    Attributes:
+        name: sim name, e.g. ``"mri128_nu3e-5/seed_0002"``.
+        seed: sim seed (first word of the noise key).
+        source: ``"shards:<split>"`` or ``"runs"``.
+        lo_kind: ``"native"`` or ``"derived_avgpool2"``.
+        snaps: the snapshots.
+        lo_shape: ``(h, w)`` of the lo field fed to the model.
+        run_dir: the run folder (``runs`` only).
+        stored_channels: channel names of the stored arrays (shards: manifest order).
+        stored_shape: ``(C, H, W)`` of the stored member (shards only).
+    """
+
+    name: str
+    seed: int
+    source: str
+    lo_kind: str
+    snaps: list[Snap]
+    lo_shape: tuple[int, int]
+    run_dir: str | None = None
+    stored_channels: tuple[str, ...] = CHANNELS
+    stored_shape: tuple[int, ...] | None = None
+    _run: Any = field(default=None, repr=False, compare=False)
+
+    def load_lo(self, i: int, channels: Sequence[str]) -> tuple[np.ndarray, float, int]:
+        """The lo field of snapshot ``i`` in physical units, with its time and cycle.
+
+        Args:
+            i: index into :attr:`snaps`.
+            channels: channel names to return, in this order.
+
+        Returns:
+            ``(lo, time, cycle)``: ``lo`` ``(len(channels), h, w)`` float32 C-contiguous.
+
+        Raises:
+            ShardError: unreadable/malformed shard member (names the shard and key).
+            AthenaKFormatError: unreadable snapshot (names the run folder).
+        """
+        s = self.snaps[i]
+        if self.source == "runs":
+            if self._run is None:
+                from mhdsr.athenak import open_run
+
+                self._run = open_run(self.run_dir)
+            snap = self._run.read_snapshot(s.snapshot, list(channels))
+            return np.ascontiguousarray(snap.data), float(snap.time), int(snap.cycle)
+        idx = [self.stored_channels.index(c) for c in channels]
+        member = "hi.npy" if self.lo_kind == LO_DERIVED else "lo.npy"
+        arr = _read_member(s, self.stored_shape, member)[idx]
+        if self.lo_kind == LO_DERIVED:
+            import torch
+
+            from mhdsr.interpolant import avgpool2
+
+            arr = avgpool2(torch.from_numpy(np.ascontiguousarray(arr))).numpy()
+        return np.ascontiguousarray(arr, dtype=np.float32), s.time, s.cycle
+
+
+def _read_member(s: Snap, shape: tuple[int, ...] | None, member: str) -> np.ndarray:
+    from mhdsr.train.data import decode_npy
+
+    assert s.member is not None
+    path, offset, size = s.member
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            raw = f.read(size)
+    except OSError as e:
+        raise ShardError(f"{path}: cannot read sample {s.key}: {e}") from None
+    if len(raw) != size:
+        raise ShardError(f"{path}: sample {s.key} is truncated ({len(raw)} of {size} bytes)")
+    return decode_npy(raw, f"{s.key} in {path}", member, shape)
+
+
+def _window(snaps: list[Snap], cfg: SampleConfig) -> list[Snap]:
+    w = cfg.inputs
+    kept = [
+        s
+        for s in sorted(snaps, key=lambda s: s.snapshot)
+        if (w.snap_start is None or s.snapshot >= w.snap_start)
+        and (w.snap_end is None or s.snapshot <= w.snap_end)
+    ]
+    return kept[:: w.stride]
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    """webdataset's rule: key = path up to the first dot of the base name, ext = the rest."""
+    d, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{d}/{stem}" if d else stem), ext
+
+
+def _scan_tar(path: str) -> dict[str, dict[str, Any]]:
+    """Key -> {"json": dict, ext: (offset, size)} for every sample of one shard (headers only)."""
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        with tarfile.open(path, mode="r:") as tf:
+            for ti in tf:
+                if not ti.isfile():
+                    continue
+                key, ext = _split_member(ti.name)
+                rec = out.setdefault(key, {})
+                if ext == "json":
+                    f = tf.extractfile(ti)
+                    assert f is not None
+                    rec["json"] = json.loads(f.read())
+                else:
+                    rec[ext] = (ti.offset_data, ti.size)
+    except (OSError, tarfile.TarError, ValueError) as e:
+        raise ShardError(f"{path}: cannot index shard: {e}") from None
+    return out
+
+
+def index_shards(cfg: SampleConfig) -> list[SimInput]:
+    """Sims of split ``cfg.inputs.split`` of the shard folder ``cfg.shards``.
+
+    Raises:
+        ConfigError: ``shards`` is not a folder (names the key).
+        ShardError: no manifest, unknown or empty split, missing shard, malformed sample.
+    """
+    from mhdsr.shard_builder.manifest import read_manifest, shard_paths
+
+    root = Path(cfg.shards)
+    if not root.is_dir():
+        raise ConfigError(f"config key 'shards': {str(root)!r} is not a folder (cwd {Path.cwd()})")
+    manifest = read_manifest(root)
+    split = cfg.inputs.split
+    if split not in manifest["splits"]:
+        raise ConfigError(
+            f"config key 'inputs.split': {root} has no split {split!r} "
+            f"(has {sorted(manifest['splits'])})"
+        )
+    paths = shard_paths(root, manifest, split)
+    if not paths:
+        raise ShardError(f"{root}: split {split!r} has no shards")
+    stored = tuple(manifest["channels"])
+    by_sim: dict[str, list[tuple[dict[str, Any], str, dict[str, Any]]]] = {}
+    for p in paths:
+        if not Path(p).is_file():
+            raise ShardError(f"{root}: shard {p} of split {split!r} is missing")
+        for key, rec in _scan_tar(p).items():
+            meta = rec.get("json")
+            if meta is None or "sim" not in meta or "snapshot" not in meta:
+                raise ShardError(f"{p}: sample {key} has no json member with sim and snapshot")
+            by_sim.setdefault(str(meta["sim"]), []).append((meta, p, {**rec, "key": key}))
+    sims = []
+    for name in sorted(by_sim):
+        recs = by_sim[name]
+        kinds = {"lo.npy" in r for _, _, r in recs}
+        if len(kinds) != 1:
+            raise ShardError(f"{root}: sim {name} mixes native lo and hi-only samples")
+        native = kinds.pop()
+        ext = "lo.npy" if native else "hi.npy"
+        shape = tuple(int(n) for n in manifest["shapes"]["lo" if native else "hi"])
+        snaps, seen = [], set()
+        for meta, p, r in recs:
+            if ext not in r:
+                raise ShardError(f"{p}: sample {r['key']} has no {ext} member")
+            n = int(meta["snapshot"])
+            if n in seen:
+                raise ShardError(f"{root}: sim {name} snapshot {n} appears twice in split {split}")
+            seen.add(n)
+            off, size = r[ext]
+            snaps.append(
+                Snap(n, float(meta.get("time", np.nan)), int(meta.get("cycle", -1)), r["key"], (p, off, size))
+            )
+        seeds = {int(m["seed"]) for m, _, _ in recs if "seed" in m}
+        if len(seeds) != 1:
+            raise ShardError(f"{root}: sim {name} has seed(s) {sorted(seeds)}, expected one")
+        lo_shape = (shape[1], shape[2]) if native else (shape[1] // 2, shape[2] // 2)
+        sims.append(
+            SimInput(
+                name=name,
+                seed=seeds.pop(),
+                source=f"shards:{split}",
+                lo_kind=LO_NATIVE if native else LO_DERIVED,
+                snaps=_window(snaps, cfg),
+                lo_shape=lo_shape,
+                stored_channels=stored,
+                stored_shape=shape,
+            )
+        )
+    return sims
+
+
+# ----------------------------------------------------------------------------------------------
+# AthenaK run folders
+
+
+def index_runs(cfg: SampleConfig, channels: Sequence[str] | None = None) -> list[SimInput]:
+    """Sims of the AthenaK run folders matched by ``cfg.inputs.runs``.
+
+    Args:
+        cfg: the sample config.
+        channels: channels that must be present in a usable snapshot (default all 8).
+
+    Raises:
+        ConfigError: a glob matches no folder, two folders share a sim name, or a run's seed is
+            unknown.
+        AthenaKFormatError: a folder is not a readable 2D AthenaK run.
+    """
+    from mhdsr.athenak import open_run
+    from mhdsr.shard_builder.plan import resolve_globs, sim_name
+
+    sims: dict[str, SimInput] = {}
+    for path in resolve_globs(list(cfg.inputs.runs), "inputs.runs"):
+        run = open_run(path)
+        nx1, nx2, nx3 = run.resolution
+        if nx3 != 1:
+            raise ConfigError(f"config key 'inputs.runs': {path} is a 3D run ({nx1}x{nx2}x{nx3})")
+        name = sim_name(path)
+        if name in sims:
+            raise ConfigError(
+                f"config key 'inputs.runs': {path} and {sims[name].run_dir} share the sim name {name!r}"
+            )
+        seed = run.params.get("seed")
+        if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+            m = SEED_DIR_RE.match(path.name)
+            if not m:
+                raise ConfigError(
+                    f"config key 'inputs.runs': cannot tell the seed of {path} (no problem/rseed in "
+                    "its deck and the folder is not named seed_NNNN)"
+                )
+            seed = int(m.group(1))
+        # times are read with the data (no header read per snapshot while indexing)
+        snaps = [Snap(n, float("nan"), -1) for n in run.snapshots(channels)]
+        sims[name] = SimInput(
+            name=name,
+            seed=int(seed),
+            source="runs",
+            lo_kind=LO_NATIVE,
+            snaps=_window(snaps, cfg),
+            lo_shape=(nx2, nx1),
+            run_dir=str(path),
+            _run=run,
+        )
+    return [sims[k] for k in sorted(sims)]
+
+
+def index_inputs(cfg: SampleConfig, channels: Sequence[str] | None = None) -> list[SimInput]:
+    """All sims selected by ``cfg.inputs``, sorted by name; sims whose window is empty are
+    dropped.
+
+    Raises:
+        ConfigError: nothing selected (names the keys), or errors of :func:`index_shards` /
+            :func:`index_runs`.
+    """
+    if cfg.inputs.kind == "shards":
+        sims = index_shards(cfg)
+        where = f"split {cfg.inputs.split!r} of {cfg.shards}"
+    else:
+        sims = index_runs(cfg, channels)
+        where = f"runs {list(cfg.inputs.runs)}"
+    kept = [s for s in sims if s.snaps]
+    if not kept:
+        w = cfg.inputs
+        raise ConfigError(
+            f"config keys 'inputs.snap_start/snap_end/stride' = ({w.snap_start}, {w.snap_end}, "
+            f"{w.stride}) select no snapshot of {where} ({len(sims)} sim(s) found)"
+        )
+    return kept

@@ -1,0 +1,60 @@
+"""``mhdsr shard {build,inspect}``: AthenaK runs -> webdataset tar shards + manifest.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``shard`` command (light imports only; the work is imported by the handlers)."""
+    from mhdsr.cli import add_config_args
+
+    p = sub.add_parser("shard", help="build and inspect webdataset shards of AthenaK runs")
+    ssub = p.add_subparsers(dest="shard_command", metavar="ACTION", required=True)
+
+    b = ssub.add_parser(
+        "build",
+        help="build (or resume) a shard folder from a YAML config",
+        description="Build train/val/test/heldout tar shards + manifest.json. Rerunning the "
+        "same command resumes an interrupted build and does nothing when the output is complete.",
+    )
+    add_config_args(b)
+    b.add_argument(
+        "--overwrite", action="store_true", help="delete the builder's files in output_dir first"
+    )
+    b.set_defaults(func=_build)
+
+    i = ssub.add_parser("inspect", help="summarize a shard folder; --verify checks every byte")
+    i.add_argument("dir", metavar="DIR", help="shard folder (holding manifest.json)")
+    i.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash every shard and check every sample's members (exit 1 on any problem)",
+    )
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.set_defaults(func=_inspect)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from mhdsr.config import load_config
+    from mhdsr.shard_builder.build import build
+    from mhdsr.shard_builder.config import ShardBuildConfig
+
+    cfg = load_config(ShardBuildConfig, args.config, args.overrides)
+    res = build(cfg, overwrite=args.overwrite)
+    counts = ", ".join(f"{k} {n}" for k, n in res["samples"].items())
+    print(f"{res['manifest']}: samples {counts}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from mhdsr.shard_builder.inspect import format_text, summarize, verify
+
+    summary = summarize(args.dir)
+    check = verify(args.dir) if args.verify else None
+    if args.json:
+        print(json.dumps({**summary, "verify": check}, indent=2))
+    else:
+        print(format_text(summary, check))
+    return 0 if check is None or check["ok"] else 1
