@@ -58,6 +58,17 @@ def test_parse_time_rejects(text):
         parse_time(text)
 
 
+def test_slurm_clock_times_are_not_read_as_base_60_integers(tmp_path):
+    # YAML 1.1 would read 2:00:00 as 7200 and 10:30 as 630: 5 days and 10.5 hours
+    path = tmp_path / "launch.yaml"
+    path.write_text("time: 2:00:00\n")
+    assert load_launch_config(path).timeout_min == 120
+    assert load_launch_config(path, ["time=10:30"]).timeout_min == 11
+    assert load_launch_config(None, ["time='1:30:00'"]).timeout_min == 90
+    path.write_text("time: 90\n")
+    assert load_launch_config(path).timeout_min == 90
+
+
 def test_format_minutes():
     assert format_minutes(90) == "01:30:00"
     assert format_minutes(1440 + 61) == "1-01:01:00"
@@ -150,9 +161,13 @@ def test_executor_parameters_always_carry_the_time_limit():
     }  # fmt: skip
     bare = executor_parameters(LaunchConfig(), nodes=1, tasks_per_node=1, name="y")
     assert bare["timeout_min"] == 240  # default 4h, never submitit's 5-minute default
-    assert not {"slurm_partition", "slurm_account", "slurm_qos", "mem_gb", "gpus_per_node"} & set(
-        bare
-    )
+    unset = {"slurm_partition", "slurm_account", "slurm_qos", "mem_gb", "gpus_per_node"}
+    assert not unset & set(bare)
+    local = load_launch_config(None, ["executor=local", "partition=gpu", "setup=['module load x']",
+                                      "time=30m", "tasks_per_node=2"])  # fmt: skip
+    assert executor_parameters(local, nodes=1, tasks_per_node=2, name="n") == {
+        "name": "n", "timeout_min": 30, "tasks_per_node": 2, "cpus_per_task": 4,
+    }  # fmt: skip
 
 
 def test_slurm_script_quotes_values(tmp_path):
@@ -218,17 +233,19 @@ def test_sample_job_checks_its_index():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_dry_run_validates_and_submits_nothing(tmp_path, demo_shards, capsys):
+def test_dry_run_multi_node_gpu_validates_and_submits_nothing(tmp_path, demo_shards, capsys):
     run_dir = tmp_path / "run"
-    argv = ["launch", "train", "--config", str(TRAIN_YAML), "--launch",
+    argv = ["launch", "train", "--config", str(REPO / "configs/train/gpu-40m.yaml"), "--launch",
             str(REPO / "configs/launch/slurm.yaml"), "--dry-run", f"shards={demo_shards}",
-            f"run_dir={run_dir}", "nodes=2", "time=90m", "launch.partition=gpu", "max_steps=9",
-            "engine.device=auto"]  # fmt: skip
+            f"run_dir={run_dir}", "nodes=4", "time=1-00:00:00", "launch.partition=gpu",
+            "max_steps=9"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "max_steps: 9" in out and "nodes: 2" in out and "timeout_min: 90" in out
-    assert "slurm_partition: 'gpu'" in out and "tasks_per_node: 4" in out
-    assert "nothing submitted" in out
+    assert "max_steps: 9" in out and "precision: bf16" in out and "zero_stage: 2" in out
+    for line in ("nodes: 4", "tasks_per_node: 4", "gpus_per_node: 4", "timeout_min: 1440",
+                 "slurm_partition: 'gpu'", "slurm_signal_delay_s: 120"):  # fmt: skip
+        assert f"#   {line}" in out
+    assert out.rstrip().endswith("nothing submitted")
     assert not run_dir.exists()
 
 
@@ -261,6 +278,8 @@ def _wait_local(sub: launcher.Submission, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_local_executor_trains_two_ranks(tmp_path, demo_shards, monkeypatch, capsys):
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -292,6 +311,7 @@ def test_local_executor_trains_two_ranks(tmp_path, demo_shards, monkeypatch, cap
     assert f"train {jid} (local): 1 COMPLETED" in out and "step 4 of 4" in out
 
 
+@pytest.mark.slow
 def test_debug_executor_runs_in_the_cli_process(tmp_path, demo_shards):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "mhdsr", "launch", "train", "--config", str(TRAIN_YAML),
@@ -322,6 +342,7 @@ def sample_overrides(run_dir: Path, shards: Path, out: Path) -> list[str]:
             "sampler.steps=1", "progress=false", "device=cpu"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_local_executor_samples_missing_sims_only(tmp_path, demo_shards, tiny_run, capsys):
     from mhdsr.sample.bulk import list_work, status
     from mhdsr.sample.config import SampleConfig

@@ -163,3 +163,12 @@ def test_sample_array_requeue_one_task_then_rerun_is_noop(tmp_path, demo_shards,
     text = capsys.readouterr().out
     assert f"sample {sub.main_id} (slurm): 2 COMPLETED" in text
     assert text.splitlines()[-1] == f"sims now: 2 done, 0 failed, 0 pending in {out}"
+
+
+def test_sbatch_refusal_is_one_clear_error(tmp_path, demo_shards, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["launch", "train", "--config", TRAIN_YAML, f"shards={demo_shards}",
+            f"run_dir={run_dir}", *SLURM, "partition=no-such-partition"]  # fmt: skip
+    assert main(argv) == 2
+    assert "error: submission failed: sbatch: error: invalid partition" in capsys.readouterr().err
+    assert list((run_dir / "jobs").iterdir()) == []  # no leftovers, no record

@@ -12,6 +12,7 @@ settings, bare (``nodes=4 time=24h``) or prefixed (``launch.nodes=4``); see
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 _LAUNCH_HELP = (
     "launch settings YAML (e.g. configs/launch/slurm.yaml); launch keys may also be given as "
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         q = lsub.add_parser(
             kind,
             help=text,
-            description=f"{text}. {_ROUTING}",
+            description=textwrap.fill(f"{text}. {_ROUTING}", 79),
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -99,7 +100,8 @@ def _run(args: argparse.Namespace) -> int:
         else:
             cfg = launcher.absolute_sample_config(cfg)
             nodes, tasks = 1, 1
-        params = executor_parameters(launch, nodes=nodes, tasks_per_node=tasks, name=args.kind)
+        name = launch.job_name or f"mhdsr-{args.kind}"
+        params = executor_parameters(launch, nodes=nodes, tasks_per_node=tasks, name=name)
         print(f"# {args.kind} config\n{to_yaml(cfg)}# launch config\n{to_yaml(launch)}", end="")
         print(f"# submitit parameters ({launch.executor})")
         for k, v in params.items():

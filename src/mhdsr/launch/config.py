@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mhdsr.config import load_config, require
 from mhdsr.errors import ConfigError
 
@@ -262,13 +264,41 @@ def split_overrides(
     return to_target, to_launch
 
 
+def _raw_time(path: str | Path | None, overrides: Sequence[str]) -> str | None:
+    """``time`` exactly as written in the file or the last ``time=...`` override.
+
+    YAML 1.1 (hence OmegaConf) reads ``10:30`` and ``2:00:00`` as base-60 integers (630, 7200),
+    which would silently become 630 or 7200 minutes; the raw text keeps SLURM's meaning.
+    """
+    raw = None
+    if path is not None and Path(path).is_file():
+        try:
+            data = yaml.load(Path(path).read_text(), Loader=yaml.BaseLoader)  # scalars as text
+        except yaml.YAMLError:
+            data = None  # load_config reports it
+        if isinstance(data, dict) and isinstance(data.get("time"), str):
+            raw = data["time"]
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "time":
+            raw = value.strip().strip("'\"")
+    return raw
+
+
 def load_launch_config(path: str | Path | None, overrides: Sequence[str] = ()) -> LaunchConfig:
     """A validated :class:`LaunchConfig` from an optional YAML file and ``key=value`` overrides.
+
+    ``time`` is taken as written (see :func:`_raw_time`), so ``time: 2:00:00`` means 2 hours.
 
     Raises:
         ConfigError: missing file, unknown key, wrong type or invalid value (names the key).
     """
-    return load_config(LaunchConfig, path, overrides)
+    raw = _raw_time(path, overrides)
+    cfg = load_config(LaunchConfig, path, overrides)
+    if raw is not None and raw != cfg.time:
+        cfg.time = raw
+        cfg.validate()
+    return cfg
 
 
 def executor_parameters(
@@ -278,7 +308,9 @@ def executor_parameters(
 
     Only set fields are passed (empty strings and zeros mean "cluster default"); the time limit
     is always passed (submitit's SLURM default would be 5 minutes). Values go into
-    ``#SBATCH --key=value`` lines that submitit shell-quotes; nothing here builds a command line.
+    ``#SBATCH --key=value`` lines that submitit shell-quotes; nothing here builds a command line
+    (``setup`` lines are the user's own shell lines, passed verbatim). For the local and debug
+    executors only the generic keys are kept.
 
     Args:
         launch: the launch config.
@@ -310,4 +342,8 @@ def executor_parameters(
         params["slurm_additional_parameters"] = dict(launch.additional_parameters)
     if launch.srun_args:
         params["slurm_srun_args"] = list(launch.srun_args)
+    if launch.setup:
+        params["slurm_setup"] = list(launch.setup)
+    if launch.executor != "slurm":  # local/debug: one machine, no sbatch options
+        params = {k: v for k, v in params.items() if k != "nodes" and not k.startswith("slurm_")}
     return params

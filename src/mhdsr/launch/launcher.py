@@ -22,6 +22,7 @@ import dataclasses
 import math
 import os
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -149,11 +150,6 @@ def make_executor(
             "or use executor=local"
         ) from None
     params = executor_parameters(launch, nodes=nodes, tasks_per_node=tasks_per_node, name=name)
-    if launch.setup:
-        params["slurm_setup"] = list(launch.setup)
-    if launch.executor != "slurm":  # local/debug: drop SLURM-only keys
-        params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
-        params.pop("nodes", None)
     try:
         ex.update_parameters(**params)
     except (ValueError, NameError) as e:
@@ -161,20 +157,27 @@ def make_executor(
     return ex
 
 
+_SUBMITIT_TEMP = re.compile(r"^([0-9a-f]{32}\.pkl|\.submission_file_[0-9a-f]{32}\.sh)$")
+
+
 def _submit(ex: submitit.AutoExecutor, calls: Sequence[Any]) -> list[Any]:
-    """Submit zero-argument callables (several: one job array); sbatch errors -> LaunchError."""
+    """Submit zero-argument callables (several: one job array).
+
+    Raises:
+        LaunchError: sbatch refused the job (its message included); submitit's temporary
+            pickles of the failed submission are removed from the job folder.
+    """
+    before = set(ex.folder.iterdir()) if ex.folder.is_dir() else set()
     try:
         with _submission_env():
             if len(calls) == 1:
                 return [ex.submit(calls[0])]
             return list(ex.submit_array(list(calls)))
-    except subprocess.CalledProcessError as e:  # pragma: no cover - depends on the cluster
-        out = (
-            (e.output or b"").decode(errors="replace") if isinstance(e.output, bytes) else e.output
-        )
-        raise LaunchError(f"sbatch failed: {out or e}") from None
     except submitit.core.utils.FailedJobError as e:
-        raise LaunchError(f"submission failed: {e}") from None
+        for path in set(ex.folder.iterdir()) - before:
+            if _SUBMITIT_TEMP.match(path.name):
+                path.unlink(missing_ok=True)
+        raise LaunchError(f"submission failed: {str(e).strip()}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,10 +366,16 @@ def submit_sample(cfg: Any, launch: LaunchConfig) -> Submission | None:
         The :class:`Submission`, or None when nothing is pending.
 
     Raises:
+        ConfigError: ``device=cuda`` without ``gpus_per_node``.
         LaunchError: no checkpoint, or see :func:`make_executor`.
         MhdsrError: the inputs cannot be listed (``list_work``).
     """
     cfg = absolute_sample_config(cfg)
+    if cfg.device == "cuda" and launch.gpus_per_node == 0:
+        raise ConfigError(
+            "config key 'device' is cuda but launch.gpus_per_node=0: request a GPU per array "
+            "task (gpus_per_node=1) or sample on cpu"
+        )
     if not Path(cfg.checkpoint).exists():
         raise LaunchError(f"checkpoint={cfg.checkpoint}: no such run folder or weights file")
     work, pending, n, tasks = plan_sample(cfg, launch)

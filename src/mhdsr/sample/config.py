@@ -34,7 +34,9 @@ class InputsConfig:
 
     kind: str = "shards"  # shards: a split of the shard folder `shards` | runs: AthenaK run folders
     split: str = "test"  # kind=shards: manifest split (test | val | train | heldout)
-    runs: list[str] = field(default_factory=list)  # kind=runs: globs of AthenaK run folders (native lo)
+    runs: list[str] = field(
+        default_factory=list
+    )  # kind=runs: globs of AthenaK run folders (native lo)
     snap_start: int | None = None  # first snapshot file number kept, inclusive (null = first)
     snap_end: int | None = None  # last snapshot file number kept, inclusive (null = last)
     stride: int = 1  # keep every stride-th snapshot of each sim's window, counting from the first
@@ -72,7 +74,9 @@ class SamplerConfig:
     steps: int = 10  # steps; network evaluations per sample: heun 2*steps, others steps
     grid: str = "linear"  # time grid: linear | quadratic | edm
     rho: float = 7.0  # EDM grid exponent (grid=edm only)
-    options: dict[str, Any] = field(default_factory=dict)  # sampler keywords (euler_maruyama: delta, delta_schedule, max_churn)
+    options: dict[str, Any] = field(
+        default_factory=dict
+    )  # sampler keywords (euler_maruyama: delta, delta_schedule, max_churn)
 
     def validate(self) -> None:
         """Raises ConfigError naming ``sampler.<key>`` (unknown name, grid or option)."""
@@ -101,7 +105,9 @@ def sampler_options(name: str) -> set[str]:
 class SampleConfig:
     """``mhdsr sample`` configuration."""
 
-    checkpoint: str = "runs/demo/train"  # run folder (its latest export) or an exported weights file
+    checkpoint: str = (
+        "runs/demo/train"  # run folder (its latest export) or an exported weights file
+    )
     output_dir: str = "runs/demo/samples"  # one HDF5 per sim + sample_config.yaml
     shards: str = ""  # shard folder (inputs.kind=shards); also tells the trained resolution
     weights: str = "ema"  # ema | raw: which exported weights to sample with
@@ -116,7 +122,9 @@ class SampleConfig:
 
     def validate(self) -> None:
         """Raises ConfigError naming the key at fault."""
-        require(bool(self.checkpoint), "checkpoint", "a run folder or weights file", self.checkpoint)
+        require(
+            bool(self.checkpoint), "checkpoint", "a run folder or weights file", self.checkpoint
+        )
         require(bool(self.output_dir), "output_dir", "a folder path", self.output_dir)
         require(self.weights in WEIGHTS, "weights", " | ".join(WEIGHTS), self.weights)
         require(self.device in DEVICES, "device", " | ".join(DEVICES), self.device)
@@ -124,6 +132,4 @@ class SampleConfig:
         require(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         require(self.seed >= 0, "seed", "an integer >= 0", self.seed)
         if self.inputs.kind == "shards":
-            require(
-                bool(self.shards), "shards", "a shard folder (inputs.kind=shards)", self.shards
-            )
+            require(bool(self.shards), "shards", "a shard folder (inputs.kind=shards)", self.shards)

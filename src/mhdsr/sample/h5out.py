@@ -94,7 +94,9 @@ class SimWriter:
         attrs: dict[str, Any],
     ) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+        self.tmp = self.path.with_name(
+            f".{self.path.name}.tmp-{socket.gethostname()}-{os.getpid()}"
+        )
         c = len(channels)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for old in stale_tmps(self.path):

@@ -229,7 +229,13 @@ def index_shards(cfg: SampleConfig) -> list[SimInput]:
             seen.add(n)
             off, size = r[ext]
             snaps.append(
-                Snap(n, float(meta.get("time", np.nan)), int(meta.get("cycle", -1)), r["key"], (p, off, size))
+                Snap(
+                    n,
+                    float(meta.get("time", np.nan)),
+                    int(meta.get("cycle", -1)),
+                    r["key"],
+                    (p, off, size),
+                )
             )
         seeds = {int(m["seed"]) for m, _, _ in recs if "seed" in m}
         if len(seeds) != 1:

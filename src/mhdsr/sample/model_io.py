@@ -12,8 +12,10 @@ Batch invariance. BLAS picks a different GEMM kernel by row count (on the develo
 fed with ``B`` identical rows (the samplers pass one time to the whole batch), would make a
 sample depend on its batch size by ~1e-6. :func:`batch_invariant_linears` evaluates such a layer
 on the single row and broadcasts it: the result is what a batch of one computes, whatever ``B``.
-The convolutions, GroupNorm and attention compute each sample independently (checked in
-tests), so on the CPU samples are bit-identical for every batch size.
+GroupNorm and attention compute each sample independently; oneDNN's convolutions do too at
+the field sizes of real use (checked at 128^2 and 256^2), so there the samples are
+bit-identical for every batch size; at tiny fields (<= 64^2 in some layer of a width-8 net) it
+may pick batch-dependent kernels (float32 rounding-level differences).
 """
 
 from __future__ import annotations
@@ -87,13 +89,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """
     has_cuda = torch.cuda.is_available()
     if name == "cuda" and not has_cuda:
-        raise ConfigError("config key 'device': cuda requested but no GPU is visible (use device=cpu)")
+        raise ConfigError(
+            "config key 'device': cuda requested but no GPU is visible (use device=cpu)"
+        )
     if name == "cpu" or not has_cuda:
         return torch.device("cpu")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
-def _trained_hi_shape(payload: dict[str, Any], shards: str | None) -> tuple[tuple[int, int] | None, str | None]:
+def _trained_hi_shape(
+    payload: dict[str, Any], shards: str | None
+) -> tuple[tuple[int, int] | None, str | None]:
     """``(H, W)`` of the training fields from the manifest of the training shards (the export's
     ``config.shards``), else of ``shards``; ``(None, None)`` when neither is readable."""
     from mhdsr.shard_builder.manifest import read_manifest
@@ -140,7 +146,9 @@ def load_model(
     from mhdsr.train.checkpoint import load_export
 
     if not Path(checkpoint).exists():
-        raise CheckpointError(f"config key 'checkpoint': {checkpoint!r} does not exist (cwd {Path.cwd()})")
+        raise CheckpointError(
+            f"config key 'checkpoint': {checkpoint!r} does not exist (cwd {Path.cwd()})"
+        )
     try:
         payload = load_export(checkpoint)
     except CheckpointError as e:
@@ -166,14 +174,18 @@ def load_model(
             f"and {mean.size}/{std.size} normalization entries must agree"
         )
     if not (np.all(np.isfinite(std)) and np.all(std > 0)):
-        raise CheckpointError(f"{where}: normalization std must be finite and > 0, got {std.tolist()}")
+        raise CheckpointError(
+            f"{where}: normalization std must be finite and > 0, got {std.tolist()}"
+        )
     if weights not in ("ema", "raw"):
         raise ConfigError(f"config key 'weights': expected ema | raw, got {weights!r}")
     model = UNet(mcfg)
     try:
         model.load_state_dict(payload[weights])
     except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{where}: {weights} weights do not fit the model config: {e}") from None
+        raise CheckpointError(
+            f"{where}: {weights} weights do not fit the model config: {e}"
+        ) from None
     model = model.to(device=device, dtype=torch.float32).eval()
     model.requires_grad_(False)
     batch_invariant_linears(model)
@@ -247,7 +259,12 @@ def batch_invariant_linears(model: nn.Module) -> list[Any]:
     def pre(mod: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         x = args[0]
         pending.pop(id(mod), None)
-        if isinstance(x, Tensor) and x.ndim >= 2 and x.shape[0] > 1 and torch.equal(x, x[:1].expand_as(x)):
+        if (
+            isinstance(x, Tensor)
+            and x.ndim >= 2
+            and x.shape[0] > 1
+            and torch.equal(x, x[:1].expand_as(x))
+        ):
             pending[id(mod)] = x.shape[0]
             return (x[:1], *args[1:])
         return None

@@ -320,6 +320,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "tbins": torch.zeros(2, cfg.log.t_bins, dtype=torch.float64),
     }
     steps_since_log = 0
+    run_wait, run_t0, run_steps0 = 0.0, time.perf_counter(), step
     worker_skips: dict[int, int] = {}
     last_loss = float("nan")
     while step < cfg.max_steps:
@@ -348,6 +349,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 hi = batch["hi"]
                 worker_skips[batch["worker"]] = batch["skipped"]
             acc["wait"] += time.perf_counter() - t0
+            run_wait += time.perf_counter() - t0
             gen = torch.Generator().manual_seed(seed_for(cfg.seed, env.rank, step, micro))
             torch.manual_seed(seed_for(cfg.seed, env.rank, step, micro, 1))  # dropout
             loss, per, t = loss_of(engine, hi.to(device, non_blocking=True), gen)
@@ -453,6 +455,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "skipped_shards": sum(worker_skips.values()), "world_size": env.world_size, "n_params": n_params,
         "resumed_from": resume.tag if resume else None, "resume_mode": mode, "last_loss": last_loss,
         "export": str(ckpt.resolve_export(run_dir)) if (run_dir / "export").is_dir() else None,
+        "wall_s": time.perf_counter() - run_t0, "steps_this_run": step - run_steps0,
+        "data_wait_s": run_wait,
     }  # fmt: skip
     if monitor:
         monitor.close()
