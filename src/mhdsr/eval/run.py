@@ -257,11 +257,13 @@ def run_eval(cfg: EvalConfig, *, stdout: TextIO | None = None) -> dict[str, Any]
             p.unlink()
     write_json_atomic(out / "metrics.json", metrics)
     write_text_atomic(out / "report.md", report_markdown(metrics, written))
-    print(summary_table(metrics), file=stdout)
+    table = summary_table(metrics)
+    write_text_atomic(out / "summary.md", table + "\n")
+    print(table, file=stdout)
     for n in metrics["notes"]:
         print(f"note: {n}", file=sys.stderr)
     print(
-        f"\nwrote {out / 'metrics.json'}, {out / 'report.md'} and {len(written)} figure(s) in "
+        f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, summary.md and {len(written)} figure(s) in "
         f"{figdir}",
         file=stdout,
     )

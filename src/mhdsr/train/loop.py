@@ -350,8 +350,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 worker_skips[batch["worker"]] = batch["skipped"]
             acc["wait"] += time.perf_counter() - t0
             run_wait += time.perf_counter() - t0
-            gen = torch.Generator().manual_seed(seed_for(cfg.seed, env.rank, step, micro))
-            torch.manual_seed(seed_for(cfg.seed, env.rank, step, micro, 1))  # dropout
+            # overfit mode repeats ONE fixed batch (same crops, noise and t every step): the
+            # classic "overfit a single batch" check that the whole path can fit to ~0
+            key = 0 if cfg.data.overfit else step
+            gen = torch.Generator().manual_seed(seed_for(cfg.seed, env.rank, key, micro))
+            torch.manual_seed(seed_for(cfg.seed, env.rank, key, micro, 1))  # dropout
             loss, per, t = loss_of(engine, hi.to(device, non_blocking=True), gen)
             if step in cfg.debug.nonfinite_loss_steps and env.is_main:
                 loss = loss * float("nan")
