@@ -410,6 +410,10 @@ def requeue_job(job_id: str) -> None:
     run_slurm(["scontrol", "requeue", str(job_id)])
 
 
+#: AuthInfo=cred_expire of scripts/local-slurm.sh
+CRED_EXPIRE_S = 10
+
+
 def release_job(job_id: str) -> None:
     """Makes a pending (e.g. just requeued) job eligible now: ``scontrol update StartTime=now``.
 
@@ -418,6 +422,10 @@ def release_job(job_id: str) -> None:
     Raises:
         SlurmError: The update failed while the job is still pending.
     """
+    # A requeue revokes the job's credential; a job made startable before that credential has
+    # expired is killed at once as "non-startable ... Job credential revoked" (seen here with
+    # the release 0.3 s after the requeue). Wait out the local config's cred_expire (10 s) + 1.
+    time.sleep(CRED_EXPIRE_S + 1)
     try:
         run_slurm(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
     except SlurmError:
@@ -516,16 +524,26 @@ def run_seconds(job_id: str) -> int:
     return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
 
 
-def wait_for_path(path: Path, timeout_s: float, poll_s: float = 0.2) -> None:
-    """Waits, bounded, until ``path`` exists.
+def wait_for_path(
+    path: Path, timeout_s: float, poll_s: float = 0.2, job_id: str | None = None
+) -> None:
+    """Waits, bounded, until ``path`` exists; with ``job_id``, fails at once if that job ends first.
 
     Raises:
         TimeoutError: not there after ``timeout_s`` seconds.
+        SlurmError: the job reached a terminal state before writing ``path``.
     """
     deadline = time.monotonic() + timeout_s
+    last_check = 0.0
     while not path.exists():
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise TimeoutError(f"{path} not written within {timeout_s:.0f} s")
+        if job_id is not None and now - last_check > 2.0:
+            last_check = now
+            state = job_state(job_id)
+            if state is None or state in TERMINAL_JOB_STATES:
+                raise SlurmError(f"job {job_id} ended ({state}) before writing {path}")
         time.sleep(poll_s)
 
 

@@ -6,6 +6,7 @@ one task requeued. Every wait is bounded; job states come from squeue/scontrol (
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -48,6 +49,16 @@ def _cluster() -> None:
     require_slurm()
 
 
+@pytest.fixture(autouse=True)
+def _tests_importable_in_jobs(monkeypatch) -> None:
+    """Test-only callables (SlowTrainJob) are pickled by module reference: the jobs, which
+    inherit the submitting environment, must be able to import tests/slurm_helpers.py."""
+    here = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    )
+
+
 def _log(run_or_out: Path, job_id: str, task: int = 0) -> str:
     return (run_or_out / "jobs" / f"{job_id}_{task}_log.out").read_text()
 
@@ -62,7 +73,9 @@ def test_train_two_ranks_requeued_midrun_resume_newest_checkpoint(tmp_path, demo
     assert f"tail -f {run_dir / 'jobs' / f'{jid}_0_log.out'}" in out and f"squeue -j {jid}" in out
     job = submitit.SlurmJob(run_dir / "jobs", jid, tasks=[0, 1])
 
-    wait_for_path(run_dir / "checkpoints" / "latest", timeout_s=240)  # running, step >= 2
+    wait_for_path(
+        run_dir / "checkpoints" / "latest", timeout_s=240, job_id=jid
+    )  # running, step >= 2
     requeue_job(jid)  # what a preemption by the scheduler does
     wait_for_state(jid, {"PENDING"}, timeout_s=60)
     newest = find_latest(run_dir)
@@ -88,7 +101,7 @@ def test_train_hitting_time_limit_requeues_itself_and_resumes(tmp_path, demo_sha
     sub = launcher.submit_train(cfg, launch, job_factory=SlowTrainJob)
     jid, job = sub.main_id, sub.jobs[0]
 
-    wait_for_path(run_dir / "checkpoints" / "latest", timeout_s=240)
+    wait_for_path(run_dir / "checkpoints" / "latest", timeout_s=240, job_id=jid)
     # New limit: 70-130 s from now. slurmctld checks limits every 30 s; it sends USR2 at the
     # first check with <= 110 + 30 s left (the next one) and kills >= 70 s from now.
     set_time_limit(jid, math.ceil((run_seconds(jid) + 70) / 60))

@@ -250,7 +250,7 @@ def test_presets_validate_and_are_fresh():
         preset(name).validate()
     a = preset("cpu-small")
     a.mults.append(2)
-    assert preset("cpu-small").mults == [1, 2, 2, 2]
+    assert preset("cpu-small").mults == [1, 2, 4, 4]
     with pytest.raises(ConfigError, match="unknown model preset"):
         preset("gpu-1b")
 

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mhdsr import __version__
 from mhdsr.errors import MhdsrError
@@ -36,18 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mhdsr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in STAGES:
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:  # a real missing dependency inside the stage: surface it
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(mod).register(sub)
     return parser
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    """``--config FILE`` and trailing ``key=value`` overrides (shared by config-driven commands)."""
+def add_config_args(p: argparse.ArgumentParser, *, print_config: bool = True) -> None:
+    """``--config FILE``, trailing ``key=value`` overrides and (optionally) ``--print-config``
+    (shared by every config-driven command)."""
     p.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
     p.add_argument(
         "overrides",
@@ -55,6 +51,22 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
         metavar="key=value",
         help="dotted overrides applied after the file, e.g. max_steps=100 model.width=64",
     )
+    if print_config:
+        p.add_argument(
+            "--print-config", action="store_true", help="print the resolved config and exit"
+        )
+
+
+def config_from_args(schema: type, args: argparse.Namespace) -> Any:
+    """Load and validate ``schema`` from ``--config`` + overrides; with ``--print-config`` print
+    the resolved YAML and return None (the caller then exits 0)."""
+    from mhdsr.config import load_config, to_yaml
+
+    cfg = load_config(schema, args.config, args.overrides)
+    if getattr(args, "print_config", False):
+        print(to_yaml(cfg), end="")
+        return None
+    return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,17 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "output_dir/metrics.json, output_dir/figures/*.png and output_dir/report.md.",
     )
     add_config_args(p)
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mhdsr.config import load_config, to_yaml
+    from mhdsr.cli import config_from_args
     from mhdsr.eval.config import EvalConfig
 
-    cfg = load_config(EvalConfig, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(cfg), end="")
+    cfg = config_from_args(EvalConfig, args)
+    if cfg is None:
         return 0
     from mhdsr.eval.run import run_eval
 

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        add_config_args(q)
+        add_config_args(q, print_config=False)  # --dry-run prints both configs
         q.add_argument("--launch", metavar="FILE", default=None, help=_LAUNCH_HELP)
         q.add_argument(
             "--dry-run",

@@ -24,7 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sampler.steps=N ensemble=N batch_size=N.",
     )
     add_config_args(p)
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument(
         "--status", action="store_true", help="list complete / pending sims and exit (no sampling)"
     )
@@ -34,12 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import logging
 
-    from mhdsr.config import load_config, to_yaml
+    from mhdsr.cli import config_from_args
     from mhdsr.sample.config import SampleConfig
 
-    cfg = load_config(SampleConfig, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(cfg), end="")
+    cfg = config_from_args(SampleConfig, args)
+    if cfg is None:
         return 0
     from mhdsr.sample.bulk import format_summary, run_sample, status
 

@@ -37,11 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from mhdsr.config import load_config
+    from mhdsr.cli import config_from_args
     from mhdsr.shard_builder.build import build
     from mhdsr.shard_builder.config import ShardBuildConfig
 
-    cfg = load_config(ShardBuildConfig, args.config, args.overrides)
+    cfg = config_from_args(ShardBuildConfig, args)
+    if cfg is None:
+        return 0
     res = build(cfg, overwrite=args.overwrite)
     counts = ", ".join(f"{k} {n}" for k, n in res["samples"].items())
     print(f"{res['manifest']}: samples {counts}")

@@ -19,17 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Common overrides: run_dir=PATH shards=PATH max_steps=N engine.zero_stage=2 engine.precision=bf16.",
     )
     add_config_args(p)
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mhdsr.config import load_config, to_yaml
+    from mhdsr.cli import config_from_args
     from mhdsr.train.config import TrainConfig
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(cfg), end="")
+    cfg = config_from_args(TrainConfig, args)
+    if cfg is None:
         return 0
     from mhdsr.train.loop import train
 
