@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -226,6 +227,50 @@ def test_sample_job_checks_its_index():
     assert SampleJob({}, 1, 2).checkpoint().function.task_index == 1
     with pytest.raises(ValueError, match="task_index 2 not in"):
         SampleJob({}, 2, 2)
+
+
+def _status_folder(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A job folder with one good train record (debug executor: its result is in the record),
+    then one truncated record and one lacking a key (mtimes fix the order)."""
+    d = tmp_path / "jobs"
+    d.mkdir()
+    good = d / "DEBUG_1_submission.json"
+    good.write_text(json.dumps({
+        "kind": "train", "executor": "debug", "job_id": "DEBUG_1", "job_ids": ["DEBUG_1"],
+        "run_dir": str(tmp_path / "run"), "config": {"max_steps": 4},
+        "debug_results": {"DEBUG_1": {"step": 4}},
+    }))  # fmt: skip
+    torn = d / "DEBUG_2_submission.json"
+    torn.write_text(good.read_text()[:40])  # e.g. a full disk
+    keyless = d / "DEBUG_3_submission.json"
+    keyless.write_text(json.dumps({"kind": "sample", "executor": "debug", "job_id": "DEBUG_3"}))
+    for k, p in enumerate((good, torn, keyless)):
+        os.utime(p, (1_000_000 + k, 1_000_000 + k))
+    return d, torn, keyless
+
+
+def test_status_reports_unreadable_records_and_reads_the_others(tmp_path, capsys):
+    d, torn, keyless = _status_folder(tmp_path)
+    st = launcher.read_status(d)
+    assert [(s["job_id"], s["states"]) for s in st["submissions"]] == [
+        ("DEBUG_1", {"DEBUG_1": "COMPLETED"})
+    ]
+    assert [u["record"] for u in st["unreadable"]] == [str(torn), str(keyless)]
+    assert st["unreadable"][0]["error"].startswith("not valid JSON (Unterminated string")
+    assert st["unreadable"][1]["error"] == "key 'job_ids' is missing or not a list"
+    main(["launch", "status", "--job-dir", str(d)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    assert out.splitlines()[:2] == [
+        f"unreadable record {torn}: {st['unreadable'][0]['error']} (passed over)",
+        f"unreadable record {keyless}: key 'job_ids' is missing or not a list (passed over)",
+    ]
+    assert "train DEBUG_1 (debug): 1 COMPLETED" in out and "step 0 of 4" in out
+
+
+def test_status_exits_1_when_a_record_is_unreadable(tmp_path, capsys):
+    d, _, _ = _status_folder(tmp_path)
+    assert main(["launch", "status", "--job-dir", str(d)]) == 1
 
 
 # ----------------------------------------------------------------------------------------------

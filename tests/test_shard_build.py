@@ -393,3 +393,56 @@ def test_concurrent_build_into_the_same_folder_is_refused(tmp_path: Path) -> Non
         with pytest.raises(ShardError, match="another `mhdsr shard build` is writing here"):
             build(load(cfg), log=lambda m: None)
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_incomplete_rank_snapshot_is_an_error_and_skip_records_it(tmp_path: Path) -> None:
+    # per-rank layout: rank 1 lost its mhd_w file of snapshot 15 (the other groups and rank 0
+    # still have it): the reader leaves 15 out of snapshots(); the builder must not drop it
+    # silently
+    run = copy_run(HI / "seed_0002", tmp_path / "mri256_nu3e-5" / "seed_0002")
+    (run / "bin" / "rank_00000001" / "mri2d.mhd_w.00015.bin").unlink()
+    cfg = _small_cfg(tmp_path, [run, HI / "seed_0003"])
+    with pytest.raises(
+        ShardError,
+        match=r"mri256_nu3e-5/seed_0002 snapshot 00015: incomplete snapshot: "
+        r"missing mhd_w in rank_00000001",
+    ):
+        build(load(cfg), log=lambda m: None)
+    assert not (tmp_path / "out").exists()  # refused while planning: nothing written
+    build(load(cfg, "on_bad=skip"), log=lambda m: None)
+    m = read_manifest(tmp_path / "out")
+    assert m["skipped"] == [
+        {
+            "sim": "mri256_nu3e-5/seed_0002",
+            "snapshot": 15,
+            "reason": "incomplete snapshot: missing mhd_w in rank_00000001",
+        }
+    ]
+    assert m["splits"]["train"]["samples"] == 2 and m["splits"]["val"]["samples"] == 3
+    assert m["provenance"]["sims"]["mri256_nu3e-5/seed_0002"]["snapshots"] == [10, 17]
+    assert verify(tmp_path / "out")["ok"]
+
+
+def test_incomplete_single_file_snapshot_counts_only_inside_the_window(tmp_path: Path) -> None:
+    # single-file layout: the jz file of snapshot 16 is gone (bcc and w still have it)
+    run = copy_run(HI / "seed_0000", tmp_path / "mri256_nu3e-5" / "seed_0000")
+    (run / "bin" / "mri2d.mhd_jz.00016.bin").unlink()
+    cfg = _small_cfg(tmp_path, [run], split={"seeds": {"train": [0]}})
+    with pytest.raises(
+        ShardError, match=r"seed_0000 snapshot 00016: incomplete snapshot: missing group mhd_jz"
+    ):
+        make_plan(load(cfg))
+    plan = make_plan(load(cfg, "on_bad=skip"))
+    assert [(s["snapshot"], s["reason"]) for s in plan.skipped] == [
+        (16, "incomplete snapshot: missing group mhd_jz")
+    ]
+    assert plan.splits["train"][0].snapshots == [12, 14, 18, 20, 22, 24]
+    # the stride counts the incomplete snapshot: 12, (16), 20, 24 -- losing a file does not
+    # shift the selection, and 16 is reported because the window selects it
+    plan = make_plan(load(cfg, "on_bad=skip", "window.stride=2"))
+    assert plan.splits["train"][0].snapshots == [12, 20, 24]
+    assert [s["snapshot"] for s in plan.skipped] == [16]
+    # outside the window (snap_end 14, or orbits 4.5-6: files 18..24) it is not used: no error
+    for over in ("window.snap_end=14", "window.orbit_start=4.5"):
+        plan = make_plan(load(cfg, over))
+        assert plan.skipped == [] and 16 not in plan.splits["train"][0].snapshots

@@ -160,8 +160,11 @@ def test_normalization_applies_the_documented_floor(tmp_path: Path) -> None:
 
 
 def test_read_manifest_errors_name_file_and_key(tmp_path: Path) -> None:
-    with pytest.raises(ShardError, match="no manifest"):
+    with pytest.raises(ShardError, match="nope does not exist"):
         read_manifest(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ShardError, match=r"empty/manifest.json: no manifest"):
+        read_manifest(tmp_path / "empty")
     p = _manifest(tmp_path, schema_version=99)
     with pytest.raises(ShardError, match="schema_version 99"):
         read_manifest(tmp_path)

@@ -142,3 +142,31 @@ def test_checksum_and_count_mismatches_are_reported(built: Path, tmp_path: Path)
 def test_inspect_without_manifest_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["shard", "inspect", str(tmp_path)]) == 2
     assert "no manifest" in capsys.readouterr().err
+
+
+def test_inspect_of_a_folder_that_does_not_exist_says_so(tmp_path: Path, capsys) -> None:
+    gone = tmp_path / "no_such_folder"
+    assert main(["shard", "inspect", str(gone)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {gone} does not exist" in err and "no manifest" not in err
+
+
+def test_inspect_without_verify_reports_missing_and_truncated_shards(
+    built: Path, tmp_path: Path, capsys
+) -> None:
+    out = _copy(built, tmp_path)
+    assert main(["shard", "inspect", str(out)]) == 0
+    assert "files: OK (8 shards present with their sizes" in capsys.readouterr().out
+    (out / "train-000000.tar").unlink()  # the first shard: the summary uses another one
+    with open(out / "heldout-000001.tar", "r+b") as f:
+        f.truncate(1024)
+    assert main(["shard", "inspect", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "files: 2 problem(s)" in text
+    assert "  shard train-000000.tar: missing" in text
+    assert "  shard heldout-000001.tar: 1024 bytes, manifest says" in text
+    assert "sample s0002_n" in text and "(train, train-000001.tar)" in text
+    assert main(["shard", "inspect", str(out), "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["verify"] is None and rep["files"]["ok"] is False
+    assert rep["files"]["problems"][0] == "shard train-000000.tar: missing"

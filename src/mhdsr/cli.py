@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,15 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_config_args(p: argparse.ArgumentParser, *, print_config: bool = True) -> None:
-    """``--config FILE``, trailing ``key=value`` overrides and (optionally) ``--print-config``
-    (shared by every config-driven command)."""
+def add_config_args(
+    p: argparse.ArgumentParser, *, print_config: bool = True, example: str = "output_dir=PATH"
+) -> None:
+    """``--config FILE``, ``key=value`` overrides and (optionally) ``--print-config``
+    (shared by every config-driven command; ``example`` shows typical overrides)."""
     p.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
     p.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="dotted overrides applied after the file, e.g. max_steps=100 model.width=64",
+        help=f"dotted overrides applied after the file (YAML values), e.g. {example}",
     )
     if print_config:
         p.add_argument(
@@ -69,13 +73,35 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
     return cfg
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # SLURM, kill and torchrun stop processes with SIGTERM: unwind like an exception so that
+    # every ``finally`` runs (temporary files removed, worker processes stopped).
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit status."""
+    """Run the CLI; returns the process exit status.
+
+    ``key=value`` overrides may also follow flags (``--print-config max_steps=3``). User errors
+    (:class:`MhdsrError`, and OS errors about the paths given, such as an output folder that is
+    a file) print one ``error:`` line and return 2; SIGINT returns 130; SIGTERM exits 143 after
+    cleanup. Anything else is a bug and shows its traceback.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         rc = args.func(args)
     except MhdsrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. an output path that is a file, a folder without permission
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mhdsr.errors import ConfigError
@@ -22,21 +22,27 @@ from mhdsr.errors import ConfigError
 T = TypeVar("T")
 
 
-def parse_overrides(overrides: Sequence[str]) -> Any:
-    """Parse ``["a.b=1", "c=[x,y]"]`` into an OmegaConf node.
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    """Parse ``["a.b=1", "c=[x,y]"]`` into ``(item, OmegaConf node)`` pairs (values are YAML).
 
     Raises:
-        ConfigError: an item is not of the form ``key=value``.
+        ConfigError: an item is not of the form ``key=value`` or its value is not valid YAML.
     """
+    out = []
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(
                 f"override {item!r} is not of the form key=value (e.g. max_steps=100)"
             )
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as e:  # pragma: no cover - grammar errors
-        raise ConfigError(f"cannot parse overrides {list(overrides)}: {e}") from None
+        try:
+            out.append((item, OmegaConf.from_dotlist([item])))
+        except Exception as e:  # YAML scanner/parser errors are not OmegaConf errors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({first}); quote lists in the shell, "
+                "e.g. 'model.mults=[1,2,4]', and glob brackets as 'key=[\"seed_000[12]\"]'"
+            ) from None
+    return out
 
 
 def load_config(schema: type[T], path: str | Path | None, overrides: Sequence[str] = ()) -> T:
@@ -60,20 +66,50 @@ def load_config(schema: type[T], path: str | Path | None, overrides: Sequence[st
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
         try:
-            layers.append(OmegaConf.load(p))
+            loaded = OmegaConf.load(p)
         except Exception as e:  # yaml errors come in several types
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-    layers.append(parse_overrides(overrides))
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(
+                f"config file {str(p)!r} must hold a mapping of keys (key: value), not a list"
+            )
+        layers.append(loaded)
     try:
         merged = OmegaConf.merge(*layers)
+    except (OmegaConfBaseException, TypeError, ValueError) as e:
+        raise ConfigError(
+            f"invalid config {str(path)!r}: key {getattr(e, 'full_key', None)!r}: {_explain(str(e))}"
+        ) from None
+    for item, node in parse_overrides(overrides):  # one at a time: an error names its override
+        try:
+            merged = OmegaConf.merge(merged, node)
+        except (OmegaConfBaseException, TypeError, ValueError) as e:
+            key = item.split("=", 1)[0]
+            raise ConfigError(
+                f"override {item!r} (config key {key!r}): {_explain(str(e))}"
+            ) from None
+    try:
         obj = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as e:
-        where = f" in {str(path)!r}" if path is not None else ""
-        key = getattr(e, "full_key", None)
-        msg = str(e).splitlines()[0]
-        raise ConfigError(f"invalid config{where}: key {key!r}: {msg}") from None
+    except (OmegaConfBaseException, TypeError, ValueError) as e:
+        raise ConfigError(
+            f"invalid config: key {getattr(e, 'full_key', None)!r}: {_explain(str(e))}"
+        ) from None
     _validate_tree(obj)
     return obj  # type: ignore[return-value]
+
+
+def _explain(msg: str) -> str:
+    """OmegaConf's first error line, translated where it only names OmegaConf internals."""
+    first = msg.strip().splitlines()[0] if msg.strip() else msg
+    if "is not a ListConfig" in first or "Cannot convert 'ListConfig'" in first:
+        return f"{first} -> expected a list here, e.g. key=[a,b] (or a single value where a list is not expected)"
+    if "Merge error" in first and "is not a subclass of" in first:
+        return f"{first} -> this key is a section (a mapping of sub-keys), set its sub-keys instead, e.g. section.key=value"
+    if "is not Optional" in first:
+        return f"{first} -> this key cannot be null"
+    if "incompatible container types" in first:
+        return f"{first} -> a mapping was given where a list or value is expected (or the reverse)"
+    return first
 
 
 def _validate_tree(obj: Any) -> None:

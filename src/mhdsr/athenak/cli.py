@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated channels, e.g. density,By,jz (AthenaK names work too)",
     )
     conv.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/inf values")
+    conv.add_argument("--basename", default=None, help="basename when the folder holds several")
     conv.add_argument("--no-progress", action="store_true", help="no progress bar")
     conv.set_defaults(func=_to_npy)
 
@@ -69,6 +70,8 @@ def _info(args: argparse.Namespace) -> int:
     print(f"snapshots    {len(snaps)}: {shown}")
     if snaps:
         print(f"time         {info['time_first']:.6g} .. {info['time_last']:.6g}")
+    for idx, why in info["incomplete_snapshots"].items():
+        print(f"INCOMPLETE   snapshot {idx}: {why} (left out of the list above)")
     keys = ("nu", "eta", "seed", "qshear", "omega0", "beta", "cs")
     print(
         "params       "
@@ -91,9 +94,12 @@ def _to_npy(args: argparse.Namespace) -> int:
         fields=fields,
         allow_nonfinite=args.allow_nonfinite,
         progress=not args.no_progress,
+        basename=args.basename,
     )
     shape = "x".join(map(str, res["shape"]))
     note = "" if res["resample"] == "none" else f" (resampled: {res['resample']})"
     print(f"wrote {res['data']} ({shape} float32, T,N,N,C){note}")
     print(f"wrote {res['metadata']}")
+    for p in res["removed_stale"]:
+        print(f"removed {p} (an earlier conversion that metadata.npz no longer describes)")
     return 0

@@ -68,6 +68,14 @@ def resample(field: np.ndarray, n_out: tuple[int, int]) -> tuple[np.ndarray, str
     return out.astype(np.float32), "conservative area-weighted"
 
 
+def _remove_dead_tmp(outdir: Path) -> None:
+    """Remove temporary files of conversions killed by SIGKILL (their pid no longer runs)."""
+    for p in outdir.glob(".*.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            p.unlink(missing_ok=True)
+
+
 def select_snapshots(
     available: Sequence[int], start: int | None, end: int | None, stride: int
 ) -> list[int]:
@@ -99,6 +107,7 @@ def to_npy(
     fields: Sequence[str] | None = None,
     allow_nonfinite: bool = False,
     progress: bool = True,
+    basename: str | None = None,
 ) -> dict[str, Any]:
     """Convert a run to ``outdir/all_fields_NxN.npy`` (T, N, N, C) float32 + ``metadata.npz``.
 
@@ -110,6 +119,7 @@ def to_npy(
         fields: channels (canonical or AthenaK names), default all 8.
         allow_nonfinite: accept NaN/inf.
         progress: show a tqdm bar.
+        basename: AthenaK basename when the folder holds several.
 
     Returns:
         Summary dict: paths, shape, snapshots, resample method.
@@ -117,13 +127,30 @@ def to_npy(
     Raises:
         AthenaKFormatError: bad run, bad window, 3D run, upsampling request.
     """
-    run = AthenaKRun(bindir)
+    run = AthenaKRun(bindir, basename=basename)
     nx1, nx2, nx3 = run.resolution
     if nx3 != 1:
         raise AthenaKFormatError(
             f"{run.root}: to-npy writes 2D fields but the run is 3D (nx3={nx3})"
         )
     chans = tuple(canonical_channel(f) for f in (fields or CHANNELS))
+    if len(set(chans)) != len(chans):
+        raise AthenaKFormatError(f"--fields lists a channel twice: {list(chans)}")
+    if snap_start is not None and snap_end is not None and snap_start > snap_end:
+        raise AthenaKFormatError(f"--snap-start {snap_start} is after --snap-end {snap_end}")
+    if resolution is not None and resolution < 1:
+        raise AthenaKFormatError(f"--resolution must be a positive grid size, got {resolution}")
+    inside = {
+        i: why
+        for i, why in run.incomplete_snapshots(chans).items()
+        if (snap_start is None or i >= snap_start) and (snap_end is None or i <= snap_end)
+    }
+    if inside:
+        listed = "; ".join(f"{i:05d}: {why}" for i, why in inside.items())
+        raise AthenaKFormatError(
+            f"{run.root}: incomplete snapshot(s) in the window ({listed}); restore the files or "
+            "exclude them with --snap-start/--snap-end"
+        )
     snaps = select_snapshots(run.snapshots(chans), snap_start, snap_end, snap_stride)
     n_out = (resolution or nx2, resolution or nx1)
     if resolution is not None and resolution > min(nx1, nx2):
@@ -131,10 +158,13 @@ def to_npy(
             f"--resolution {resolution} exceeds the native {nx1}x{nx2} (no upsampling)"
         )
     outdir = Path(outdir)
+    created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
+    _remove_dead_tmp(outdir)
     data_path = outdir / f"all_fields_{n_out[0]}x{n_out[1]}.npy"
     meta_path = outdir / "metadata.npz"
     tmp_data, tmp_meta = tmp_name(data_path), tmp_name(meta_path)
+    ok = False
     buf = np.empty((len(chans), nx2, nx1), dtype=np.float32)
     times, cycles = np.empty(len(snaps)), np.empty(len(snaps), dtype=np.int64)
     method = "none"
@@ -167,10 +197,18 @@ def to_npy(
         tmp_meta_written = tmp_meta if tmp_meta.exists() else Path(str(tmp_meta) + ".npz")
         os.replace(tmp_data, data_path)
         os.replace(tmp_meta_written, meta_path)
+        ok = True
     finally:
         for p in (tmp_data, tmp_meta, Path(str(tmp_meta) + ".npz")):
             p.unlink(missing_ok=True)
+        if not ok and created and not any(outdir.iterdir()):
+            outdir.rmdir()  # nothing half-written: not even an empty folder
+    # metadata.npz now describes this array only: drop arrays of earlier conversions
+    stale = [p for p in outdir.glob("all_fields_*x*.npy") if p != data_path]
+    for p in stale:
+        p.unlink()
     return {
+        "removed_stale": [str(p) for p in stale],
         "data": str(data_path),
         "metadata": str(meta_path),
         "shape": [len(snaps), n_out[0], n_out[1], len(chans)],

@@ -104,6 +104,10 @@ class AthenaKRun:
 
     def __init__(self, sim_dir: str | Path, basename: str | None = None) -> None:
         self.root = Path(sim_dir)
+        if self.root.is_file():
+            raise AthenaKFormatError(
+                f"{self.root}: is a file; expected a run folder (holding bin/ or the .bin files)"
+            )
         if not self.root.is_dir():
             raise AthenaKFormatError(f"{self.root}: run folder does not exist")
         self.bindir = self.root / "bin" if (self.root / "bin").is_dir() else self.root
@@ -132,7 +136,7 @@ class AthenaKRun:
         if basename is None:
             if len(found) > 1:
                 raise AthenaKFormatError(
-                    f"{self.bindir}: several basenames {sorted(found)}; choose one (basename=...)"
+                    f"{self.bindir}: several basenames {sorted(found)}; choose one (--basename)"
                 )
             basename = next(iter(found))
         if basename not in found:
@@ -303,6 +307,31 @@ class AthenaKRun:
         sets = [set(self.group_snapshots(g)) for g in groups]
         return sorted(set.intersection(*sets)) if sets else []
 
+    def incomplete_snapshots(self, channels: Sequence[str] | None = None) -> dict[int, str]:
+        """Snapshots that some needed group or rank folder has and another lacks, with the reason.
+
+        A complete run has none: its snapshot numbering may have gaps (AthenaK outputs thinned on
+        purpose), but every group and rank folder has the same numbers. An index listed here is
+        left out of :meth:`snapshots`; callers must not drop it silently (``info`` reports it,
+        ``to-npy`` and the shard builder refuse it or record it as skipped).
+        """
+        chans = [canonical_channel(c) for c in (channels or CHANNELS)]
+        groups = sorted({self.channel_source(c)[0] for c in chans})
+        seen = set().union(*(self._files.get(g, {}).keys() for g in groups)) if groups else set()
+        complete = set(self.snapshots(chans))
+        out: dict[int, str] = {}
+        for idx in sorted(seen - complete):
+            missing = []
+            for g in groups:
+                paths = self._files.get(g, {}).get(idx, [])
+                if not paths:
+                    missing.append(f"group {g}")
+                elif len(paths) != self.n_ranks:
+                    have = {p.parent.name for p in paths}
+                    missing += [f"{g} in {d.name}" for d in self.rank_dirs if d.name not in have]
+            out[idx] = "missing " + ", ".join(missing)
+        return out
+
     def snapshot_time(self, index: int) -> tuple[float, int]:
         """``(time, cycle)`` of a snapshot from one file's first header lines (no data read)."""
         p = self.paths(self._group_of(index), index)[0]
@@ -336,6 +365,12 @@ class AthenaKRun:
             "groups": self.groups,
             "snapshots": snaps,
             "n_snapshots": len(snaps),
+            "incomplete_snapshots": {
+                f"{i:05d}": why
+                for i, why in self.incomplete_snapshots(
+                    [c for c in CHANNELS if c in self._channel_sources] or None
+                ).items()
+            },
             "time_first": t_first,
             "time_last": t_last,
             "channels": [c for c in CHANNELS if c in self._channel_sources],
@@ -565,7 +600,7 @@ def _check_finite(data: np.ndarray, channels: Sequence[str], where: str) -> None
             bad.append(f"{ch}: {n}")
     if bad:
         raise AthenaKFormatError(
-            f"{where}: non-finite values ({'; '.join(bad)} cells); pass allow_nonfinite to accept them"
+            f"{where}: non-finite values ({'; '.join(bad)} cells); `to-npy --allow-nonfinite` accepts them"
         )
 
 

@@ -19,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Evaluate every *.h5 below `samples` (one (method, sim) result each) against "
         "the pixel truth in `shards` (test/val sims) or the mean spectrum of the reference split "
         "(held-out native-lo sims), next to bilinear and bicubic baselines. Writes "
-        "output_dir/metrics.json, output_dir/figures/*.png and output_dir/report.md.",
+        "output_dir/metrics.json, output_dir/figures/*.png, output_dir/report.md and output_dir/summary.md (the summary table).",
     )
-    add_config_args(p)
+    add_config_args(p, example="samples=runs/demo/samples output_dir=runs/demo/eval max_panels=2")
     p.set_defaults(func=_run)
 
 

@@ -57,7 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        add_config_args(q, print_config=False)  # --dry-run prints both configs
+        add_config_args(
+            q, print_config=False, example="nodes=2 gpus_per_node=4 time=24h"
+        )  # --dry-run prints both
         q.add_argument("--launch", metavar="FILE", default=None, help=_LAUNCH_HELP)
         q.add_argument(
             "--dry-run",
@@ -126,5 +128,6 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from mhdsr.launch import launcher
 
-    print(launcher.format_status(launcher.read_status(args.job_dir)))
-    return 0
+    st = launcher.read_status(args.job_dir)
+    print(launcher.format_status(st))
+    return 1 if st["unreadable"] else 0

@@ -529,11 +529,54 @@ def job_state(executor: str, job_id: str, squeue: dict[str, str], result: Any) -
     return "ENDED" if executor == "slurm" else "UNKNOWN"
 
 
+#: keys every ``<id>_submission.json`` has, and those of each kind (with their JSON types)
+_RECORD_KEYS: dict[str, type] = {
+    "kind": str, "executor": str, "job_id": str, "job_ids": list,
+}  # fmt: skip
+_KIND_KEYS: dict[str, dict[str, type]] = {
+    "train": {"run_dir": str, "config": dict},
+    "sample": {"config": dict, "num_tasks": int, "tasks": list,
+               "pending_at_submission": list, "output_dir": str},
+}  # fmt: skip
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Read and check one ``<id>_submission.json``.
+
+    Raises:
+        ValueError: unreadable, not JSON (e.g. truncated by a full disk), or lacking a key this
+            module reads (the message names the key).
+    """
+    import json
+
+    try:
+        rec = json.loads(path.read_text())
+    except OSError as e:
+        raise ValueError(f"cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise ValueError(f"not valid JSON ({e})") from None
+    if not isinstance(rec, dict):
+        raise ValueError("not a JSON object")
+    need = dict(_RECORD_KEYS)
+    need.update(_KIND_KEYS.get(rec.get("kind"), {}))
+    for key, typ in need.items():
+        if not isinstance(rec.get(key), typ):
+            raise ValueError(f"key {key!r} is missing or not a {typ.__name__}")
+    if rec["kind"] not in _KIND_KEYS:
+        raise ValueError(f"unknown kind {rec['kind']!r}")
+    if rec["kind"] == "train" and "max_steps" not in rec["config"]:
+        raise ValueError("key 'config.max_steps' is missing")
+    return rec
+
+
 def read_status(job_dir: str | Path) -> dict[str, Any]:
     """What the submissions recorded in a job folder did, and where the work stands now.
 
     Returns:
-        ``{"submissions": [...], "sims": ... | None}``. One entry per submission (oldest first)
+        ``{"submissions": [...], "sims": ... | None, "unreadable": [...]}``. ``unreadable``
+        lists ``{"record", "error"}`` for each record that cannot be read (corrupt or truncated
+        JSON, a missing key, an invalid config): it is passed over and the others reported.
+        One entry per submission (oldest first)
         with ``kind``, ``job_id``, ``executor`` and ``states`` (``{job id: state}``, see
         :func:`job_state`); training entries add ``run_dir``, ``step`` (newest complete
         checkpoint) and ``max_steps``; sampling entries add ``owned`` (the sims it was
@@ -546,18 +589,32 @@ def read_status(job_dir: str | Path) -> dict[str, Any]:
     Raises:
         LaunchError: the folder holds no submission record.
     """
-    import json
-
     folder = Path(job_dir).expanduser().resolve()
-    records = sorted(folder.glob("*_submission.json"), key=lambda p: p.stat().st_mtime)
+
+    def mtime(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:  # removed meanwhile: reported as unreadable
+            return 0.0
+
+    records = sorted(folder.glob("*_submission.json"), key=lambda p: (mtime(p), p.name))
     if not records:
         raise LaunchError(f"{folder}: no *_submission.json here (not an mhdsr launch job folder)")
     subs: list[dict[str, Any]] = []
+    unreadable: list[dict[str, str]] = []
     sims = None
     newest_owner_failed: dict[str, bool] = {}
     for rec_path in records:
-        rec = json.loads(rec_path.read_text())
-        ids = rec["job_ids"]
+        try:
+            rec = read_record(rec_path)
+            cfg = None
+            if rec["kind"] == "sample":
+                sample_cls, list_work, status = _sample_api()
+                cfg = from_dict(sample_cls, rec["config"])
+        except ValueError as e:  # also ConfigError: the recorded config no longer validates
+            unreadable.append({"record": str(rec_path), "error": str(e)})
+            continue
+        ids = [str(j) for j in rec["job_ids"]]
         sq = slurm_states(ids) if rec["executor"] == "slurm" else {}
         debug = rec.get("debug_results", {})  # debug jobs ran in the submitting process
         results = {j: ("success", debug[j]) if j in debug else _result(folder, j) for j in ids}
@@ -571,8 +628,6 @@ def read_status(job_dir: str | Path) -> dict[str, Any]:
             entry.update(run_dir=rec["run_dir"], step=latest.step if latest else 0,
                          max_steps=int(rec["config"]["max_steps"]))  # fmt: skip
         else:
-            sample_cls, list_work, status = _sample_api()
-            cfg = from_dict(sample_cls, rec["config"])
             work = list(list_work(cfg))
             now = status(cfg)
             incomplete = set(now["pending"])
@@ -597,13 +652,16 @@ def read_status(job_dir: str | Path) -> dict[str, Any]:
             sims = {"output_dir": rec["output_dir"], "done": sorted(now["done"]),
                     "failed": sorted(bad_now), "pending": sorted(incomplete - bad_now)}  # fmt: skip
         subs.append(entry)
-    return {"submissions": subs, "sims": sims}
+    return {"submissions": subs, "sims": sims, "unreadable": unreadable}
 
 
 def format_status(status: dict[str, Any]) -> str:
-    """Text for :func:`read_status`: one block per submission; for sampling, a final line with
-    the simulations done / failed / pending now."""
-    lines = []
+    """Text for :func:`read_status`: one line per unreadable record, one block per submission;
+    for sampling, a final line with the simulations done / failed / pending now."""
+    lines = [
+        f"unreadable record {u['record']}: {u['error']} (passed over)"
+        for u in status.get("unreadable", [])
+    ]
     for s in status["submissions"]:
         counts: dict[str, int] = {}
         for st in s["states"].values():

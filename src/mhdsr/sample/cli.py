@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'inputs.runs=[data/athenak/mri128_nu3e-5/seed_*]' sampler.name=euler_maruyama "
         "sampler.steps=N ensemble=N batch_size=N.",
     )
-    add_config_args(p)
+    add_config_args(
+        p, example="checkpoint=runs/demo/train output_dir=PATH sampler.steps=8 ensemble=4"
+    )
     p.add_argument(
         "--status", action="store_true", help="list complete / pending sims and exit (no sampling)"
     )

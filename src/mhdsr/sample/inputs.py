@@ -132,7 +132,12 @@ def _read_member(s: Snap, shape: tuple[int, ...] | None, member: str) -> np.ndar
         raise ShardError(f"{path}: cannot read sample {s.key}: {e}") from None
     if len(raw) != size:
         raise ShardError(f"{path}: sample {s.key} is truncated ({len(raw)} of {size} bytes)")
-    return decode_npy(raw, f"{s.key} in {path}", member, shape)
+    arr = decode_npy(raw, f"{s.key} in {path}", member, shape)
+    if not np.isfinite(arr.sum()):  # the builder never writes NaN/inf: the shard is corrupt
+        raise ShardError(
+            f"{path}: sample {s.key} member {member} holds NaN/inf (corrupt shard? `mhdsr shard inspect --verify`)"
+        )
+    return arr
 
 
 def _window(snaps: list[Snap], cfg: SampleConfig) -> list[Snap]:

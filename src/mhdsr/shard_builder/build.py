@@ -15,7 +15,9 @@ Phases:
    ``.build/{name}.json`` has the planned hash and the tar's size and sha256 match; every other
    shard is (re)built.
 4. **build** whole shards in worker processes (``forkserver``; in-process when one worker),
-   progress bar in samples and MB/s.
+   progress bar in samples and MB/s. An error, Ctrl-C or SIGTERM stops every worker
+   (:class:`~mhdsr.shard_builder.pool.WorkerPool`) and removes the half-written files; the
+   finished shards are kept, so rerunning the same command resumes.
 5. **manifest**: train statistics merged in shard order (Chan et al.), written last, atomically.
 """
 
@@ -32,7 +34,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from mhdsr.shard_builder.manifest import (
     read_manifest,
 )
 from mhdsr.shard_builder.plan import BuildPlan, ShardPlan, make_plan
+from mhdsr.shard_builder.pool import WorkerPool
 from mhdsr.shard_builder.stats import ChannelStats, merge_all
 from mhdsr.shard_builder.worker import BUILD_DIR, build_shard, sidecar_path
 
@@ -97,11 +99,17 @@ def clean_output(out: Path) -> None:
 
 
 def _remove_temporaries(out: Path) -> list[str]:
+    """Remove half-written files (``.*.tmp*``) in ``out`` and ``out/.build`` (names relative to
+    ``out``). Only called with the folder's lock held, so none belongs to a running build."""
     gone = []
-    for p in out.iterdir():
-        if p.is_file() and p.name.startswith(".") and ".tmp" in p.name:
-            p.unlink()
-            gone.append(p.name)
+    for d in (out, out / BUILD_DIR):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            if p.is_file() and p.name.startswith(".") and ".tmp" in p.name:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                gone.append(str(p.relative_to(out)))
     return gone
 
 
@@ -172,24 +180,15 @@ def _run_jobs(jobs: list[dict[str, Any]], workers: int, bar: Any) -> dict[str, d
             done(build_shard(j), len(j["items"]))
         return results
     # forkserver: workers fork from a server that imported the worker code once (webdataset
-    # pulls in torch: ~2 s). Each worker also re-imports the main module (as __mp_main__), so the
-    # modules a typical caller imports (this one: omegaconf...) are preloaded too.
+    # pulls in torch: ~2 s). WorkerPool (pool.py) guarantees that every worker is gone when the
+    # block is left, however it is left (error, Ctrl-C, SIGTERM).
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
         ["__main__", "mhdsr.shard_builder.worker", "mhdsr.shard_builder.build", "webdataset.writer"]
     )
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as ex:
-        futures: dict[Future, dict[str, Any]] = {ex.submit(build_shard, j): j for j in jobs}
-        pending = set(futures)
-        try:
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for f in finished:
-                    done(f.result(), len(futures[f]["items"]))  # re-raises a worker's error
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            raise
+    n = min(workers, len(jobs))
+    with WorkerPool(build_shard, n, ctx, describe=lambda j: f"shard {j['name']}") as pool:
+        pool.run(jobs, lambda i, r: done(r, len(jobs[i]["items"])))
     return results
 
 
@@ -406,6 +405,11 @@ def _build_in(
     try:
         jobs = [_job(out.resolve(), sp, cfg.on_bad) for sp in todo]
         results = _run_jobs(jobs, workers, bar)
+    except BaseException:
+        # error, Ctrl-C or SIGTERM (SystemExit): every worker has exited by now, so what is
+        # half-written is this build's; finished shards (tar + sidecar) are kept for the rerun
+        _remove_temporaries(out)
+        raise
     finally:
         if bar is not None:
             bar.close()

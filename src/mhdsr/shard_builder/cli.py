@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,13 +20,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build train/val/test/heldout tar shards + manifest.json. Rerunning the "
         "same command resumes an interrupted build and does nothing when the output is complete.",
     )
-    add_config_args(b)
+    add_config_args(b, example="output_dir=PATH workers=8 shard.max_samples=64")
     b.add_argument(
         "--overwrite", action="store_true", help="delete the builder's files in output_dir first"
     )
     b.set_defaults(func=_build)
 
-    i = ssub.add_parser("inspect", help="summarize a shard folder; --verify checks every byte")
+    i = ssub.add_parser(
+        "inspect",
+        help="summarize a shard folder and check its shards exist (exit 1 if not); "
+        "--verify checks every byte",
+    )
     i.add_argument("dir", metavar="DIR", help="shard folder (holding manifest.json)")
     i.add_argument(
         "--verify",
@@ -44,19 +49,35 @@ def _build(args: argparse.Namespace) -> int:
     cfg = config_from_args(ShardBuildConfig, args)
     if cfg is None:
         return 0
-    res = build(cfg, overwrite=args.overwrite)
+    try:
+        res = build(cfg, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print(_interrupted(cfg.output_dir, "SIGINT"), file=sys.stderr)
+        return 130
+    except SystemExit as e:  # mhdsr.cli turns SIGTERM into SystemExit(143)
+        if isinstance(e.code, int) and e.code > 128:
+            print(_interrupted(cfg.output_dir, f"signal {e.code - 128}"), file=sys.stderr)
+        raise
     counts = ", ".join(f"{k} {n}" for k, n in res["samples"].items())
     print(f"{res['manifest']}: samples {counts}")
     return 0
 
 
+def _interrupted(out: str, how: str) -> str:
+    return (
+        f"interrupted ({how}): the shard build of {out} stopped; finished shards are kept, "
+        "rerun the same command to resume"
+    )
+
+
 def _inspect(args: argparse.Namespace) -> int:
-    from mhdsr.shard_builder.inspect import format_text, summarize, verify
+    from mhdsr.shard_builder.inspect import check_files, format_text, summarize, verify
 
     summary = summarize(args.dir)
     check = verify(args.dir) if args.verify else None
+    files = check_files(args.dir) if check is None else None
     if args.json:
-        print(json.dumps({**summary, "verify": check}, indent=2))
+        print(json.dumps({**summary, "files": files, "verify": check}, indent=2))
     else:
-        print(format_text(summary, check))
-    return 0 if check is None or check["ok"] else 1
+        print(format_text(summary, check, files))
+    return 0 if (check or files)["ok"] else 1

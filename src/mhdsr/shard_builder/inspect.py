@@ -1,6 +1,7 @@
 """``mhdsr shard inspect DIR [--verify]``: summarize a shard folder and check every byte of it.
 
-:func:`summarize` reads the manifest and the first sample of the first shard. :func:`verify`
+:func:`summarize` reads the manifest and the first sample of the first shard;
+:func:`check_files` checks that every listed shard exists with its size. :func:`verify`
 streams every shard once: it re-computes the sha256 and size, and checks every sample (members
 of one key adjacent, ``hi.npy``/``lo.npy`` present as the split requires, float32 little-endian
 C-order with the manifest's shape, finite values, ``json`` parseable and consistent with the key
@@ -236,29 +237,69 @@ def verify(shard_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def check_files(shard_dir: str | Path) -> dict[str, Any]:
+    """Cheap check of a shard folder: every shard the manifest lists exists with its size
+    (nothing is read; :func:`verify` re-hashes every byte).
+
+    Returns:
+        ``{"ok", "problems": [str], "shards_checked"}``.
+
+    Raises:
+        ShardError: the folder does not exist, or its manifest is missing or invalid.
+    """
+    root = Path(shard_dir)
+    m = read_manifest(root)
+    probs: list[str] = []
+    n = 0
+    for split, s in m["splits"].items():
+        for rec, path in zip(s["shards"], shard_paths(root, m, split)):
+            n += 1
+            try:
+                size = Path(path).stat().st_size
+            except OSError:
+                probs.append(f"shard {rec['name']}: missing")
+                continue
+            if size != rec["bytes"]:
+                probs.append(f"shard {rec['name']}: {size} bytes, manifest says {rec['bytes']}")
+    return {"ok": not probs, "problems": probs, "shards_checked": n}
+
+
+def _sample_members(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """Key and member summaries of a shard's first sample."""
+    key, members = None, {}
+    with tarfile.open(path, mode="r|") as tf:
+        for ti in tf:
+            k, ext = split_member(ti.name)
+            if key is None:
+                key = k
+            elif k != key:
+                break
+            data = tf.extractfile(ti).read()
+            if ext.endswith("npy"):
+                shape, _, dtype, _ = npy_info(data)
+                members[ext] = {"dtype": dtype.str, "shape": list(shape)}
+            elif ext == "json":
+                members[ext] = json.loads(data)
+            else:
+                members[ext] = {"bytes": len(data)}
+    if key is None:
+        raise ValueError(f"{path}: empty tar")
+    return key, members
+
+
 def first_sample(shard_dir: str | Path) -> dict[str, Any] | None:
-    """Member shapes of the first sample of the first non-empty split (train first)."""
+    """Member shapes of the first sample of the first readable shard (train split first);
+    shards that are missing or unreadable are passed over (:func:`check_files` and
+    :func:`verify` report them)."""
     root = Path(shard_dir)
     m = read_manifest(root)
     for split, s in m["splits"].items():
-        if not s["shards"]:
-            continue
-        path = shard_paths(root, m, split)[0]
-        out: dict[str, Any] = {"split": split, "shard": s["shards"][0]["name"], "members": {}}
-        with tarfile.open(path, mode="r|") as tf:
-            for ti in tf:
-                key, ext = split_member(ti.name)
-                if out.setdefault("key", key) != key:
-                    break
-                data = tf.extractfile(ti).read()
-                if ext.endswith("npy"):
-                    shape, _, dtype, _ = npy_info(data)
-                    out["members"][ext] = {"dtype": dtype.str, "shape": list(shape)}
-                elif ext == "json":
-                    out["members"][ext] = json.loads(data)
-                else:
-                    out["members"][ext] = {"bytes": len(data)}
-        return out
+        for rec, path in zip(s["shards"], shard_paths(root, m, split)):
+            try:
+                key, members = _sample_members(path)
+            except (OSError, tarfile.TarError, ValueError):
+                continue
+            return {"split": split, "shard": rec["name"], "members": members, "key": key}
     return None
 
 
@@ -291,8 +332,11 @@ def summarize(shard_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def format_text(summary: dict[str, Any], check: dict[str, Any] | None) -> str:
-    """Human-readable report of :func:`summarize` (and :func:`verify`) output."""
+def format_text(
+    summary: dict[str, Any], check: dict[str, Any] | None, files: dict[str, Any] | None = None
+) -> str:
+    """Human-readable report of :func:`summarize` (and :func:`verify` or
+    :func:`check_files`) output."""
     lines = [
         f"shard folder  {summary['dir']}  (schema {summary['schema_version']}, "
         f"{summary['builder']}, {summary['created']})",
@@ -335,6 +379,16 @@ def format_text(summary: dict[str, Any], check: dict[str, Any] | None) -> str:
             + f": {s['reason']}"
             for s in summary["skipped"]
         ]
+    if files is not None and check is None:
+        lines.append("")
+        if files["ok"]:
+            lines.append(
+                f"files: OK ({files['shards_checked']} shards present with their sizes; "
+                "--verify re-hashes them)"
+            )
+        else:
+            lines.append(f"files: {len(files['problems'])} problem(s)")
+            lines += [f"  {p}" for p in files["problems"]]
     if check is not None:
         lines.append("")
         if check["ok"]:

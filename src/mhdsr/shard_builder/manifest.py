@@ -75,9 +75,11 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         The manifest dict (see module docstring).
 
     Raises:
-        ShardError: missing or unparsable file, unsupported ``schema_version``, or a missing
+        ShardError: ``path`` does not exist, missing or unparsable file, unsupported ``schema_version``, or a missing
             key (the message names the file and the key).
     """
+    if not Path(path).exists():
+        raise ShardError(f"{path} does not exist")
     f = _manifest_file(path)
     if not f.is_file():
         raise ShardError(

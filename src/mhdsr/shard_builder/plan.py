@@ -16,6 +16,10 @@ Rules (DESIGN.md "Formats" and the data README):
   a hi run of the same seed id that is in none of train/val/test (a hi run left out of the
   explicit seed lists), at the snapshot nearest in time if within ``pair_time_tol`` mean
   timesteps; such pairs are marked ``pixel_aligned: false`` (different trajectories);
+* a snapshot that some needed group or rank folder has and another lacks
+  (:meth:`AthenaKRun.incomplete_snapshots`) is bad input when the window selects it (refused
+  with ``on_bad=error``, recorded in ``skipped`` with ``on_bad=skip``); the window's stride
+  counts it, so a lost file never shifts which snapshots are used;
 * samples of a split are sorted by (seed, snapshot), shuffled with ``shuffle_seed``, then cut
   into the fewest shards of at most ``n`` samples, sizes differing by at most one, where
   ``n = min(max_samples, (max_bytes - tar trailer) // bytes of the largest sample)``, ``n >= 1``.
@@ -30,6 +34,7 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +63,7 @@ class RunInfo:
     seed: int
     resolution: tuple[int, int]  # (nx1, nx2)
     params: dict[str, Any]
-    snapshots: list[int]  # in the window, after stride
+    snapshots: list[int]  # complete ones in the window, after stride
     layout: str = "single"
     n_ranks: int = 1
 
@@ -153,17 +158,35 @@ def _seed_of(run: AthenaKRun, path: Path) -> int | None:
 
 
 def _mean_dt(run: AthenaKRun, snaps: list[int]) -> float:
-    """Mean timestep ``time / cycle`` of the run's last snapshot (0 if cycle 0)."""
+    """Mean timestep ``time / cycle`` of the run's last snapshot (0 if cycle 0 or no snapshot)."""
+    if not snaps:
+        return 0.0
     t, c = run.snapshot_time(snaps[-1])
     return t / c if c > 0 else 0.0
 
 
-def _window(run: AthenaKRun, snaps: list[int], cfg: ShardBuildConfig) -> list[int]:
-    """Apply ``cfg.window`` to the run's sorted snapshot list."""
+def _window(
+    run: AthenaKRun, snaps: list[int], cfg: ShardBuildConfig, incomplete: Iterable[int] = ()
+) -> list[int]:
+    """Apply ``cfg.window`` to a run's snapshots.
+
+    Args:
+        run: the open run.
+        snaps: its complete snapshots (sorted).
+        cfg: the build config (``cfg.window``).
+        incomplete: indices some group or rank folder lacks. They take part in the window like
+            complete ones (the stride counts them, so a lost file never shifts which snapshots
+            are selected) and the caller reports those selected; one whose time cannot be read
+            is kept by orbit bounds (reported, never dropped silently).
+
+    Returns:
+        The selected indices, sorted (complete and incomplete).
+    """
     w = cfg.window
+    bad = set(incomplete)
     out = [
         s
-        for s in snaps
+        for s in sorted(set(snaps) | bad)
         if (w.snap_start is None or s >= w.snap_start) and (w.snap_end is None or s <= w.snap_end)
     ]
     if out and (w.orbit_start is not None or w.orbit_end is not None):
@@ -171,7 +194,13 @@ def _window(run: AthenaKRun, snaps: list[int], cfg: ShardBuildConfig) -> list[in
         slack = _mean_dt(run, snaps) * omega0 / (2 * math.pi)
         keep = []
         for s in out:
-            orb = run.snapshot_time(s)[0] * omega0 / (2 * math.pi)
+            try:
+                orb = run.snapshot_time(s)[0] * omega0 / (2 * math.pi)
+            except AthenaKFormatError:
+                if s not in bad:
+                    raise
+                keep.append(s)
+                continue
             if w.orbit_start is not None and orb < w.orbit_start - slack:
                 continue
             if w.orbit_end is not None and orb > w.orbit_end + slack:
@@ -195,6 +224,7 @@ def _open_runs(
             seed = _seed_of(run, p)
             nx1, nx2, nx3 = run.resolution
             all_snaps = run.snapshots(CHANNELS)
+            incomplete = run.incomplete_snapshots(CHANNELS)
         except AthenaKFormatError as e:
             bad(sim, None, f"unusable {kind} run: {e}", seed)
             continue
@@ -212,16 +242,24 @@ def _open_runs(
             bad(sim, None, f"resolution {nx1}x{nx2} is not even (avgpool2 needs even sizes)", seed)
             continue
         try:
-            snaps = _window(run, all_snaps, cfg) if all_snaps else []
+            selected = _window(run, all_snaps, cfg, incomplete)
         except AthenaKFormatError as e:
             bad(sim, None, f"cannot read snapshot times: {e}", seed)
             continue
+        # an incomplete snapshot in the window is bad input, never a silent gap
+        for s in selected:
+            if s in incomplete:
+                bad(sim, s, f"incomplete snapshot: {incomplete[s]}")
+        snaps = [s for s in selected if s not in incomplete]
         if not snaps:
-            why = (
-                "no snapshot with all 8 channels" if not all_snaps else "no snapshot in the window"
-            )
+            if selected:
+                why = "every snapshot in the window is incomplete"
+            elif all_snaps:
+                why = "no snapshot in the window"
+            else:
+                why = "no snapshot with all 8 channels"
             shown = f"{all_snaps[:6]}{'...' if len(all_snaps) > 6 else ''}"
-            bad(sim, None, f"{why} (snapshots present: {shown})", seed)
+            bad(sim, None, f"{why} (complete snapshots present: {shown})", seed)
             continue
         params = {k: v for k, v in run.params.items() if isinstance(v, (int, float, str, bool))}
         info = RunInfo(str(p), sim, seed, (nx1, nx2), params, snaps, run.layout, run.n_ranks)
@@ -345,7 +383,8 @@ def make_plan(cfg: ShardBuildConfig) -> BuildPlan:
         ConfigError: a glob matches nothing, a run is in both hi_runs and lo_runs, an explicit
             seed matches no hi run, lo resolution is not half the hi resolution.
         ShardError: bad input with ``on_bad=error`` (unusable run, resolution differing from
-            the others, no snapshots in the window, no seed id), or duplicate seed ids.
+            the others, no snapshots in the window, an incomplete snapshot in the window, no
+            seed id), or duplicate seed ids.
     """
     bad = _Bad(cfg.on_bad)
     hi_paths = resolve_globs(list(cfg.hi_runs), "hi_runs")

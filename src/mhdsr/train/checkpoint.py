@@ -47,6 +47,8 @@ class CheckpointInfo:
     precision: str
     export: str | None
     config: dict[str, Any] | None
+    normalization: dict[str, list[float]] | None = None
+    manifest_sha256: str | None = None
 
 
 def _complete(ckpt_root: Path) -> list[CheckpointInfo]:
@@ -70,7 +72,9 @@ def _complete(ckpt_root: Path) -> list[CheckpointInfo]:
                     js["precision"],
                     js.get("export"),
                     js.get("config"),
-                )  # fmt: skip
+                    js.get("normalization"),
+                    js.get("manifest_sha256"),
+                )
             )
         except (ValueError, KeyError, OSError):
             continue
@@ -190,8 +194,12 @@ def load_export(path: str | Path, map_location: str | torch.device = "cpu") -> d
     f = resolve_export(path)
     try:
         payload = torch.load(f, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{f}: cannot load exported weights: {e}") from None
+    except Exception as e:  # not a torch file, or one holding objects we never write
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{f}: not an mhdsr weights export (expected a weights_step_*.pt written by `mhdsr train`; "
+            f"torch.load(weights_only=True) said: {first})"
+        ) from None
     missing = (
         [k for k in EXPORT_KEYS if k not in payload]
         if isinstance(payload, dict)

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train by flow matching. Works as one process or under torchrun/deepspeed/srun. "
         "Common overrides: run_dir=PATH shards=PATH max_steps=N engine.zero_stage=2 engine.precision=bf16.",
     )
-    add_config_args(p)
+    add_config_args(p, example="run_dir=PATH max_steps=100 model.width=64")
     p.set_defaults(func=_run)
 
 

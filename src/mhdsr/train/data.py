@@ -197,6 +197,8 @@ class TrainStream(IterableDataset):
                 if "hi.npy" not in s:
                     raise ShardError(f"sample {key} in {s.get('__url__')}: no hi.npy member")
                 hi = decode_npy(s["hi.npy"], key, "hi.npy", self.hi_shape)
+                if not np.isfinite(hi.sum()):  # corrupt bytes; the builder never writes NaN/inf
+                    raise ShardError(f"sample {key} in {s.get('__url__')}: hi.npy holds NaN/inf")
             except ShardError as e:
                 counter(e)
                 continue
@@ -245,7 +247,12 @@ def read_samples(
                 if "hi.npy" not in s:
                     raise ShardError(f"{url}: sample {s.get('__key__')} has no hi.npy")
                 keys.append(s["__key__"])
-                arrays.append(decode_npy(s["hi.npy"], s["__key__"], "hi.npy", tuple(hi_shape)))
+                arr = decode_npy(s["hi.npy"], s["__key__"], "hi.npy", tuple(hi_shape))
+                if not np.isfinite(arr.sum()):
+                    raise ShardError(
+                        f"{url}: sample {s['__key__']}: hi.npy holds NaN/inf (corrupt shard?)"
+                    )
+                arrays.append(arr)
                 metas.append(json.loads(s["json"]) if "json" in s else {})
                 if len(keys) >= n:
                     return keys, arrays, metas

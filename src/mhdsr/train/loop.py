@@ -60,6 +60,9 @@ def _setup_logging(run_dir: Path, env: DistEnv) -> None:
         fh.setFormatter(fmt)
         root.addHandler(fh)
     root.propagate = False
+    # We hand DeepSpeed a torch.optim.AdamW subclass (GuardedAdamW); its type check calls that
+    # "untested". The ZeRO wrapper treats it exactly like AdamW: drop that one warning.
+    logging.getLogger("DeepSpeed").addFilter(lambda r: "untested optimizer" not in r.getMessage())
 
 
 def _rng_states() -> dict[str, Any]:
@@ -74,16 +77,53 @@ def _rng_states() -> dict[str, Any]:
     return st
 
 
+def _leaf_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _leaf_diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if a == b else [f"{prefix}: {a!r} -> {b!r}"]
+
+
 def _check_frozen(cfg: TrainConfig, stored: dict[str, Any]) -> None:
+    """Refuse to resume when a setting that defines the model changed (model, method, channels, seed)."""
     now = to_dict(cfg)
-    diff = [k for k in FROZEN_KEYS if now.get(k) != stored.get(k)]
+    diff = [d for k in FROZEN_KEYS for d in _leaf_diff(stored.get(k), now.get(k), k)]
     if diff:
-        details = "; ".join(
-            f"{k}: checkpoint {stored.get(k)!r} vs now {now.get(k)!r}" for k in diff
-        )
         raise ConfigError(
-            f"run_dir {cfg.run_dir} holds a checkpoint trained with a different {', '.join(diff)} ({details}); "
+            f"run_dir {cfg.run_dir} holds a checkpoint trained with different settings ({'; '.join(diff)}); "
             "use a new run_dir or restore the original settings"
+        )
+
+
+def _check_normalization(
+    cfg: TrainConfig,
+    stored: dict[str, Any] | None,
+    mean: Any,
+    std: Any,
+    msha: str,
+    stored_sha: str | None,
+) -> None:
+    """The data normalization is part of the model: resuming on shards whose train statistics
+    differ would silently change what the network sees. Same statistics but another manifest
+    (e.g. rebuilt shards) is allowed with a warning."""
+    if stored is None:
+        return
+    same = np.allclose(stored["mean"], mean, rtol=1e-9, atol=0) and np.allclose(
+        stored["std"], std, rtol=1e-9, atol=0
+    )
+    if not same:
+        raise ConfigError(
+            f"shards={cfg.shards}: the train statistics (normalization) differ from those the checkpoint in "
+            f"{cfg.run_dir} was trained with (mean {stored['mean']} -> {list(map(float, mean))}); resume with the "
+            "original shards or start a new run_dir"
+        )
+    if stored_sha and stored_sha != msha:
+        log.warning(
+            "shards=%s: manifest differs from the checkpoint's (same normalization): continuing",
+            cfg.shards,
         )
 
 
@@ -98,6 +138,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from mhdsr.train.engine import build_engine, grad_norm, lr_at, set_lr
     from mhdsr.train.monitor import Monitor
 
+    # ------------------------------------------------------------------ data description
+    # (checked before anything is written to run_dir)
+    manifest = read_manifest(cfg.shards)
+    msha = manifest_sha256(cfg.shards)
+    channels = cfg.channel_names
+    ch_idx = [manifest["channels"].index(c) for c in channels]
+    mean, std = normalization(manifest, "hi", channels)
+    norm = D.Normalizer(np.asarray(mean, np.float32), np.asarray(std, np.float32))
+    hi_shape = tuple(manifest["shapes"]["hi"])
+    train_urls = D.shard_list(cfg.shards, manifest, "train")
+
     run_dir = Path(cfg.run_dir)
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,16 +160,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         )
 
-    # ------------------------------------------------------------------ data description
-    manifest = read_manifest(cfg.shards)
-    msha = manifest_sha256(cfg.shards)
-    channels = cfg.channel_names
-    ch_idx = [manifest["channels"].index(c) for c in channels]
-    mean, std = normalization(manifest, "hi", channels)
-    norm = D.Normalizer(np.asarray(mean, np.float32), np.asarray(std, np.float32))
-    hi_shape = tuple(manifest["shapes"]["hi"])
-    train_urls = D.shard_list(cfg.shards, manifest, "train")
-
     # ------------------------------------------------------------------ model, resume point
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = UNet(cfg.model)
@@ -129,6 +170,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if resume is not None:
         if resume.config is not None:
             _check_frozen(cfg, resume.config)
+        _check_normalization(cfg, resume.normalization, mean, std, msha, resume.manifest_sha256)
         if (
             resume.world_size == env.world_size
             and resume.zero_stage == cfg.engine.zero_stage
@@ -195,6 +237,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             env.world_size,
             step,
             resume.world_size,
+        )
+    if step >= cfg.max_steps:
+        log.info(
+            "step %d >= max_steps %d: nothing to train (raise max_steps to continue)",
+            step,
+            cfg.max_steps,
         )
     monitor = Monitor(cfg, run_dir, env, channels, norm, n_params) if env.is_main else None
 
@@ -305,7 +353,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "config": to_dict(cfg), "manifest_sha256": msha, "version": __version__,
         }  # fmt: skip
         meta = {"world_size": env.world_size, "zero_stage": cfg.engine.zero_stage, "precision": env.precision,
-                "samples_seen": samples_seen, "export": export_name, "time": time.time(), "config": to_dict(cfg)}  # fmt: skip
+                "samples_seen": samples_seen, "export": export_name, "time": time.time(), "config": to_dict(cfg),
+                "normalization": {"mean": [float(x) for x in mean], "std": [float(x) for x in std]},
+                "manifest_sha256": msha}  # fmt: skip
         ckpt.save(engine, run_dir, step, client, meta, cfg.checkpoint.keep, env.is_main)
         log.info("checkpoint %s saved (export %s)", ckpt.tag_for(step), export_name)
 
