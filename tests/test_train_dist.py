@@ -112,7 +112,7 @@ def test_resume_refuses_changed_model(demo_shards, tmp_path):
     run = tmp_path / "run"
     run_train(demo_shards, run, "max_steps=1", "checkpoint.every=1")
     p = run_train(demo_shards, run, "max_steps=2", "model.width=12", check=False)
-    assert p.returncode == 2 and "different model" in p.stderr
+    assert p.returncode == 2 and "different settings (model.width: 8 -> 12)" in p.stderr
 
 
 @pytest.mark.parametrize("zero,nproc", [(0, 2), (2, 2), (1, 1)])
