@@ -249,7 +249,7 @@ def test_stdout_table(run) -> None:
     )
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "no_truth"])
+@pytest.mark.parametrize("case", ["missing", "empty", "no_truth", "bad_reference"])
 def test_bad_inputs_exit_2_with_a_clear_message(case, shards, tmp_path, capsys) -> None:
     samples = tmp_path / "samples"
     if case == "empty":
@@ -258,6 +258,15 @@ def test_bad_inputs_exit_2_with_a_clear_message(case, shards, tmp_path, capsys) 
         want = "holds no .h5 file"
     elif case == "missing":
         want = "does not exist"
+    elif case == "bad_reference":
+        hkeys, hlo, hsnaps, htimes, hseed = truth_of_sim(shards, "heldout", HELD, 1, member="lo.npy")
+        hlo = hlo[:, IDX]
+        write_samples(
+            samples / "held.h5", up(hlo, "bicubic")[:, None], hlo, snapshots=hsnaps, times=htimes,
+            sim=HELD, sim_seed=hseed, keys=hkeys, lo_kind="native", source="shards:heldout",
+            channels=CHS,
+        )  # fmt: skip
+        want = "no hi split 'nope' for the held-out reference"
     else:
         hi = np.zeros((1, 8, 256, 256), np.float32)
         write_samples(
@@ -271,8 +280,9 @@ def test_bad_inputs_exit_2_with_a_clear_message(case, shards, tmp_path, capsys) 
             keys=["s0042_n00005"],
         )
         want = "sim 'mri256_nu3e-5/seed_0042' has no truth in the shards"
-    cfg = _config(tmp_path, samples, shards)
+    over = {"reference_split": "nope"} if case == "bad_reference" else {}
+    cfg = _config(tmp_path, samples, shards, **over)
     assert main(["eval", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and want in err, err
-    assert not (tmp_path / "eval" / "metrics.json").exists()
+    assert not (tmp_path / "eval").exists()  # nothing written before the error

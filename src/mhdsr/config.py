@@ -69,6 +69,10 @@ def load_config(schema: type[T], path: str | Path | None, overrides: Sequence[st
             loaded = OmegaConf.load(p)
         except Exception as e:  # yaml errors come in several types
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        if isinstance(loaded, DictConfig) and len(loaded) == 0:
+            raise ConfigError(
+                f"config file {str(p)!r} is empty (no keys); give at least the keys the command needs"
+            )
         if not isinstance(loaded, DictConfig):
             raise ConfigError(
                 f"config file {str(p)!r} must hold a mapping of keys (key: value), not a list"

@@ -470,17 +470,22 @@ def take_values(field2d: np.ndarray, stride: int, offset: int) -> np.ndarray:
     return np.asarray(field2d, np.float32).ravel()[offset % stride :: stride].copy()
 
 
+def check_reference_split(truth: ShardTruth, split: str) -> None:
+    """Raise EvalInputError unless ``split`` is a hi split of the shards (cheap; no data read)."""
+    if not truth.has_split(split):
+        raise EvalInputError(
+            f"shards {truth.root}: no hi split {split!r} for the held-out reference (set "
+            f"reference_split to one of {list(_split_sims(truth))})"
+        )
+
+
 def reference_stats(truth: ShardTruth, split: str, channels: Sequence[str], cap: int) -> Reference:
     """One pass over a hi split: mean hi spectrum, mean avgpool2(hi) spectrum, value samples.
 
     Raises:
         EvalInputError: the split is missing or empty, or lacks a channel.
     """
-    if not truth.has_split(split):
-        raise EvalInputError(
-            f"shards {truth.root}: no hi split {split!r} for the held-out reference (set "
-            f"reference_split to one of {list(_split_sims(truth))})"
-        )
+    check_reference_split(truth, split)
     idx = [truth.channels.index(c) for c in channels]
     n_total = int(truth.manifest["splits"][split]["samples"])
     h, w = truth.hi_shape[-2:]

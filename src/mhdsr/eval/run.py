@@ -29,6 +29,7 @@ from mhdsr.eval.evaluate import (
     Reference,
     SimJob,
     SimResult,
+    check_reference_split,
     curve_metrics,
     evaluate_sim,
     physics_metrics,
@@ -193,11 +194,13 @@ def run_eval(cfg: EvalConfig, *, stdout: TextIO | None = None) -> dict[str, Any]
     baselines = list(cfg.baselines)
     out = Path(cfg.output_dir)
     figdir = out / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
 
     # ---- reference split (held-out sims only)
     held = [j for j in jobs if j.group == HELDOUT]
+    if held:  # a user error: raise before any output exists
+        check_reference_split(truth, cfg.reference_split)
+    figdir.mkdir(parents=True, exist_ok=True)
     ref = (
         reference_stats(truth, cfg.reference_split, channels, cfg.hist_max_values) if held else None
     )
