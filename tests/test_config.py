@@ -56,7 +56,9 @@ def test_file_then_overrides_in_order(tmp_path: Path) -> None:
         ("steps: 3\n", ["model=3"], "section"),
     ],
 )
-def test_errors_name_the_problem(tmp_path: Path, text: str, overrides: list[str], match: str) -> None:
+def test_errors_name_the_problem(
+    tmp_path: Path, text: str, overrides: list[str], match: str
+) -> None:
     p = _write(tmp_path, text)
     with pytest.raises(ConfigError, match=match):
         load_config(Schema, p, overrides)

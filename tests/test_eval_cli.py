@@ -259,7 +259,9 @@ def test_bad_inputs_exit_2_with_a_clear_message(case, shards, tmp_path, capsys) 
     elif case == "missing":
         want = "does not exist"
     elif case == "bad_reference":
-        hkeys, hlo, hsnaps, htimes, hseed = truth_of_sim(shards, "heldout", HELD, 1, member="lo.npy")
+        hkeys, hlo, hsnaps, htimes, hseed = truth_of_sim(
+            shards, "heldout", HELD, 1, member="lo.npy"
+        )
         hlo = hlo[:, IDX]
         write_samples(
             samples / "held.h5", up(hlo, "bicubic")[:, None], hlo, snapshots=hsnaps, times=htimes,
