@@ -35,6 +35,49 @@ def _flatten(prefix: str, obj, out: list[tuple[str, str]]) -> None:
         out.append((prefix, str(obj)))
 
 
+# (path in results, what it measures, goal as (op, value) or None for "for the record")
+HEADLINES = (
+    ("bench_reader.bundled.ratio_cold_reused_buffer", "reader MB/s / np.fromfile MB/s, cold cache, bundled", (">=", 0.7)),
+    ("bench_reader.shared.ratio_cold_reused_buffer", "reader MB/s / np.fromfile MB/s, cold cache, ../shared", (">=", 0.7)),
+    ("bench_reader.shared.ratio_warm_reused_buffer", "reader MB/s / np.fromfile MB/s, page cache, ../shared", None),
+    ("bench_shards.bundled.ratio_build_2w_vs_read_cold", "shard build MB/s (2 workers) / raw read MB/s, cold, bundled", (">=", 0.5)),
+    ("bench_shards.shared.ratio_build_2w_vs_read_cold", "shard build MB/s (2 workers) / raw read MB/s, cold, ../shared", (">=", 0.5)),
+    ("bench_shards.bundled.speedup_1_to_2_workers_cold", "shard build speed-up 1 -> 2 workers, bundled", (">=", 1.8)),
+    ("bench_shards.shared.speedup_1_to_2_workers_cold", "shard build speed-up 1 -> 2 workers, ../shared", (">=", 1.8)),
+    ("bench_train.engine_overhead.ratio_deepspeed_over_plain", "DeepSpeed step / plain AdamW step, cpu-small", ("<=", 1.1)),
+    ("bench_train.engine_overhead.cpu_small_samples_per_s", "cpu-small samples/s under the engine (1 rank)", None),
+    ("bench_train.data_wait.data_wait_frac", "data-wait fraction of a real mhdsr train run", ("<", 0.05)),
+    ("bench_train.gpu_40m.fwd_bwd_s_cpu_fp32_256sq_batch1", "gpu-40m fwd+bwd s, 256^2 batch 1, fp32 on this CPU", None),
+    ("bench_sampling.throughput.samples_per_s_at_8_nfe", "256^2 samples/s at 8 NFE, cpu-small, this CPU", None),
+)  # fmt: skip
+
+
+def _get(results: dict, path: str):
+    node = results
+    for k in path.split("."):
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node
+
+
+def headline_table(results: dict) -> str:
+    """Markdown table of the headline figures with their goals (missing ones left out)."""
+    ops = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
+    lines = ["| measure | value | goal | met |", "|---|---|---|---|"]
+    for path, label, goal in HEADLINES:
+        v = _get(results, path)
+        if not isinstance(v, (int, float)):
+            continue
+        g, met = (
+            ("(record)", "")
+            if goal is None
+            else (f"{goal[0]} {goal[1]}", "yes" if ops[goal[0]](v, goal[1]) else "no")
+        )
+        lines.append(f"| {label} | {v:.4g} | {g} | {met} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="benchmarks/results.json")
@@ -57,11 +100,21 @@ def main() -> int:
     out = Path(args.out)
     out.write_text(json.dumps(results, indent=2) + "\n")
     rows: list[tuple[str, str]] = []
-    _flatten("", {k: v for k, v in results.items() if k != "meta"}, rows)
+    tables = []  # markdown tables a benchmark rendered itself (keys ending in _md)
+    for name, res in results.items():
+        if name != "meta":
+            tables += [
+                f"### {name}.{k[:-3]}\n\n{v}"
+                for k, v in res.items()
+                if k.endswith("_md") and isinstance(v, str)
+            ]
+            _flatten(name, {k: v for k, v in res.items() if not k.endswith("_md")}, rows)
     width = max(len(k) for k, _ in rows)
     table = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-    out.with_suffix(".md").write_text("```\n" + table + "\n```\n")
-    print(table)
+    head = headline_table(results)
+    doc = f"## Headline figures\n\n{head}\n\n" + "".join(f"{t}\n\n" for t in tables)
+    out.with_suffix(".md").write_text(doc + "## All figures\n\n```\n" + table + "\n```\n")
+    print(table + "\n\n" + head + "\n\n" + "\n\n".join(tables))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 1 if failed else 0
 
