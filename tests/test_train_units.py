@@ -182,3 +182,23 @@ def test_decode_npy_errors():
         D.decode_npy(buf.getvalue(), "k", "hi.npy", (8, 4, 4))
     with pytest.raises(ShardError, match="not a valid .npy"):
         D.decode_npy(b"garbage", "k", "hi.npy")
+
+
+def test_truncated_shard_counted_once_per_visit(demo_shards, tmp_path, caplog):
+    """webdataset reports a truncated tar twice; the counter counts (and warns) once per visit."""
+    import webdataset as wds
+
+    bad = tmp_path / "train-000000.tar"
+    bad.write_bytes((demo_shards / "train-000000.tar").read_bytes()[: 3 * 512 + 100_000])
+    counter = D._SkipCounter()
+
+    def urls():
+        for _ in range(3):
+            counter.visit(str(bad))
+            yield {"url": str(bad)}
+
+    with caplog.at_level("WARNING", logger="mhdsr.train.data"):
+        samples = list(wds.tarfile_to_samples(handler=counter)(urls()))
+    assert samples == [] and counter.count == 3
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 3 and all(str(bad) in m for m in warned)

@@ -104,17 +104,29 @@ class Normalizer:
 
 
 class _SkipCounter:
-    """webdataset handler: warn, count, continue (one per worker process)."""
+    """webdataset handler: warn, count, continue (one per worker process).
+
+    ``count`` is the number of shard reads that hit an error: webdataset reports one truncated
+    tar twice (from the tar iterator, then re-raised with its url), so errors are counted once
+    per visit of a shard; :meth:`visit` marks the start of the next one.
+    """
 
     def __init__(self) -> None:
         self.count = 0
+        self._visit = 0
+        self._counted_visit = -1
+        self._url = ""
+
+    def visit(self, url: str) -> None:
+        self._visit += 1
+        self._url = url
 
     def __call__(self, exn: BaseException) -> bool:
+        if self._counted_visit == self._visit:
+            return True  # the same shard's error, reported again
+        self._counted_visit = self._visit
         self.count += 1
-        where = [a for a in getattr(exn, "args", ()) if isinstance(a, str) and a.endswith(".tar")]
-        log.warning(
-            "skipping unreadable shard data %s: %s", where[-1] if where else "", repr(exn)[:300]
-        )
+        log.warning("skipping unreadable shard data %s: %s", self._url, repr(exn)[:300])
         return True
 
 
@@ -159,7 +171,9 @@ class TrainStream(IterableDataset):
         empty = 0
         while True:
             before = counter.count
-            yield {"url": rng.choice(self.urls)}
+            url = rng.choice(self.urls)
+            counter.visit(url)
+            yield {"url": url}
             # the consumer has read the whole shard when control returns here
             empty = empty + 1 if counter.count > before else 0
             if empty >= MAX_EMPTY_SHARDS:
