@@ -45,6 +45,7 @@ def test_file_then_overrides_in_order(tmp_path: Path) -> None:
     "text,overrides,match",
     [
         ("", [], "is empty"),
+        ("# only a comment\n\n", [], "is empty"),
         ("- a\n- b\n", [], "must hold a mapping"),
         ("steps: [1, 2\n", [], "not valid YAML"),
         ("stepz: 3\n", [], "stepz"),
@@ -62,6 +63,11 @@ def test_errors_name_the_problem(
     p = _write(tmp_path, text)
     with pytest.raises(ConfigError, match=match):
         load_config(Schema, p, overrides)
+
+
+def test_explicit_empty_mapping_means_defaults(tmp_path: Path) -> None:
+    cfg = load_config(Schema, _write(tmp_path, "{}\n"), ["steps=3"])
+    assert (cfg.name, cfg.steps, cfg.model.width) == ("run", 3, 16)
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -69,9 +69,9 @@ def load_config(schema: type[T], path: str | Path | None, overrides: Sequence[st
             loaded = OmegaConf.load(p)
         except Exception as e:  # yaml errors come in several types
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-        if isinstance(loaded, DictConfig) and len(loaded) == 0:
+        if isinstance(loaded, DictConfig) and len(loaded) == 0 and not _has_yaml_content(p):
             raise ConfigError(
-                f"config file {str(p)!r} is empty (no keys); give at least the keys the command needs"
+                f"config file {str(p)!r} is empty (write {{}} to mean defaults + overrides only)"
             )
         if not isinstance(loaded, DictConfig):
             raise ConfigError(
@@ -100,6 +100,13 @@ def load_config(schema: type[T], path: str | Path | None, overrides: Sequence[st
         ) from None
     _validate_tree(obj)
     return obj  # type: ignore[return-value]
+
+
+def _has_yaml_content(path: Path) -> bool:
+    """True when the file holds a YAML value (``{}`` counts), not only blanks and comments."""
+    return any(
+        ln.strip() and not ln.lstrip().startswith("#") for ln in path.read_text().splitlines()
+    )
 
 
 def _explain(msg: str) -> str:
