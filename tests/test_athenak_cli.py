@@ -56,6 +56,38 @@ def test_info_bad_folder_exit_code(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_info_checks_a_broken_run(tmp_path, capsys):
+    """A missing rank folder or one rank folder alone fails the read check (exit 2, naming the
+    files); a truncated file elsewhere in the run is reported by size."""
+    import shutil
+
+    run = tmp_path / "seed_0002"
+    shutil.copytree(HI / "seed_0002", run)
+    ok = main(["athenak", "info", str(run), "--json"])
+    info = json.loads(capsys.readouterr().out)
+    assert ok == 0 and info["read_check"] == [10, 17] and info["size_mismatch"] == {}
+
+    victim = run / "bin" / "rank_00000001" / "mri2d.mhd_bcc.00015.bin"
+    victim.write_bytes(victim.read_bytes()[:20_000])
+    assert main(["athenak", "info", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"SIZE         {victim}: 20000 bytes" in out
+
+    for target in (run / "bin" / "rank_00000000", None):
+        if target is None:
+            shutil.rmtree(run / "bin" / "rank_00000001")
+            target = run
+        assert main(["athenak", "info", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert "8 of 16 meshblocks missing" in err and "rank_00000000" in err, err
+
+
+def test_info_human_single_layout_has_no_rank_folders(capsys):
+    assert main(["athenak", "info", str(HI / "seed_0000")]) == 0
+    out = capsys.readouterr().out
+    assert "layout       single, basename mri2d" in out and "rank folder" not in out
+
+
 def test_to_npy_native(tmp_path):
     out = tmp_path / "o"
     assert main(["athenak", "to-npy", "--bindir", str(LO / "seed_0003"), "--outdir", str(out),

@@ -576,6 +576,8 @@ def test_cli_runs_and_reports(tmp_path, synth, capsys):
     assert "1 sim(s) written" in out and "4 samples" in out and "samples/s" in out
     assert main(["sample", "--config", str(cfg), "--status"]) == 0
     assert "1/1 sim(s) complete" in capsys.readouterr().out
+    assert main(["sample", "--config", str(cfg), "--status", "ensemble=3"]) == 2
+    assert "was made with other settings (ensemble: 2 -> 3)" in capsys.readouterr().err
     assert main(["sample", "--config", str(cfg), f"checkpoint={tmp_path}/none.pt"]) == 2
     assert "checkpoint" in capsys.readouterr().err
     saved = (tmp_path / "out" / "sample_config.yaml").read_text()
@@ -588,7 +590,7 @@ def test_demo_config_and_documented_overrides():
     assert (cfg.checkpoint, cfg.shards, cfg.output_dir) == (
         "runs/demo/train",
         "runs/demo/shards",
-        "runs/demo/samples/ode",
+        "runs/demo/samples/ode-test",
     )
     assert cfg.inputs.kind == "shards" and cfg.inputs.split == "test"
     assert cfg.sampler.name == "heun" and cfg.ensemble == 2

@@ -9,7 +9,9 @@ at import time (torch and DeepSpeed are imported inside the handlers), so ``mhds
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -101,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MhdsrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed early (`mhdsr ... | head`): stop quietly, like cat
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:  # e.g. an output path that is a file, a folder without permission
         print(f"error: {e}", file=sys.stderr)
         return 2

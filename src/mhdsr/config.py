@@ -102,6 +102,19 @@ def load_config(schema: type[T], path: str | Path | None, overrides: Sequence[st
     return obj  # type: ignore[return-value]
 
 
+def require_folder(path: str | Path, key: str) -> Path:
+    """``path`` as a Path if it is an existing folder.
+
+    Raises:
+        ConfigError: it is not, naming config key ``key`` and the working directory (relative
+            paths are the usual cause).
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"config key {key!r}: {str(p)!r} is not a folder (cwd {Path.cwd()})")
+    return p
+
+
 def _has_yaml_content(path: Path) -> bool:
     """True when the file holds a YAML value (``{}`` counts), not only blanks and comments."""
     return any(

@@ -57,3 +57,27 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
+
+
+def make_output_dir(path: str | Path, key: str) -> Path:
+    """Create the output folder ``path`` (and its parents) named by config key ``key``.
+
+    Returns:
+        The folder as a Path.
+
+    Raises:
+        ConfigError: the folder cannot be created or written (a file is in the way, no
+            permission, read-only file system), naming ``key`` and the reason.
+    """
+    from mhdsr.errors import ConfigError
+
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"config key {key!r}: cannot create the output folder {str(p)!r} ({e.strerror or e})"
+        ) from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"config key {key!r}: the output folder {str(p)!r} is not writable")
+    return p

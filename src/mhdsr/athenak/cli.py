@@ -60,9 +60,8 @@ def _info(args: argparse.Namespace) -> int:
     print(
         f"grid         {res}, {info['n_meshblocks']} meshblocks of {'x'.join(map(str, info['meshblock']))}"
     )
-    print(
-        f"layout       {info['layout']} ({info['n_ranks']} rank folder(s)), basename {info['basename']}"
-    )
+    folders = f" ({info['n_ranks']} rank folders)" if info["layout"] != "single" else ""
+    print(f"layout       {info['layout']}{folders}, basename {info['basename']}")
     print(f"groups       {', '.join(info['groups'])}")
     print(f"channels     {', '.join(info['channels'])}")
     snaps = info["snapshots"]
@@ -72,6 +71,10 @@ def _info(args: argparse.Namespace) -> int:
         print(f"time         {info['time_first']:.6g} .. {info['time_last']:.6g}")
     for idx, why in info["incomplete_snapshots"].items():
         print(f"INCOMPLETE   snapshot {idx}: {why} (left out of the list above)")
+    if info["read_check"]:
+        print(f"checked      {', '.join(f'{i:05d}' for i in info['read_check'])} read completely")
+    for path, why in info["size_mismatch"].items():
+        print(f"SIZE         {path}: {why} (truncated or foreign?)")
     keys = ("nu", "eta", "seed", "qshear", "omega0", "beta", "cs")
     print(
         "params       "

@@ -345,10 +345,43 @@ class AthenaKRun:
                 return g
         raise AthenaKFormatError(f"{self.root}: no snapshot {index:05d}")
 
-    def info(self) -> dict[str, Any]:
-        """The ``mhdsr athenak info --json`` record (DESIGN.md command-line contract)."""
+    def size_mismatches(self) -> dict[str, str]:
+        """Files whose byte size differs from the other snapshots of the same group and rank
+        folder (``os.stat`` only): without mesh refinement every snapshot of a group stores the
+        same blocks and variables, so a different size means a truncated or foreign file."""
+        out: dict[str, str] = {}
+        for g in self.groups:
+            by_folder: dict[Path, list[tuple[Path, int]]] = {}
+            for paths in self._files[g].values():
+                for p in paths:
+                    by_folder.setdefault(p.parent, []).append((p, p.stat().st_size))
+            for files in by_folder.values():
+                sizes = [n for _, n in files]
+                common = max(set(sizes), key=sizes.count)
+                for p, n in files:
+                    if n != common:
+                        out[str(p)] = f"{n} bytes, the other {g} files here have {common}"
+        return out
+
+    def info(self, check: bool = True) -> dict[str, Any]:
+        """The ``mhdsr athenak info --json`` record (DESIGN.md command-line contract).
+
+        Args:
+            check: also read the first and last usable snapshots completely (meshblock coverage
+                across rank files, block bounds, finite values) and compare file sizes
+                (:meth:`size_mismatches`); other snapshots are checked when they are read.
+
+        Raises:
+            AthenaKFormatError: the first or last snapshot does not read (names the file).
+        """
         snaps = self.snapshots([c for c in CHANNELS if c in self._channel_sources] or None)
         t_first = t_last = None
+        checked: list[int] = []
+        if check and snaps:
+            chans = [c for c in CHANNELS if c in self._channel_sources]
+            checked = sorted({snaps[0], snaps[-1]})
+            for i in checked:
+                self.read_snapshot(i, chans)
         if snaps:
             t_first = self.snapshot_time(snaps[0])[0]
             t_last = self.snapshot_time(snaps[-1])[0]
@@ -374,6 +407,8 @@ class AthenaKRun:
             "time_first": t_first,
             "time_last": t_last,
             "channels": [c for c in CHANNELS if c in self._channel_sources],
+            "read_check": checked,  # snapshots read completely without error
+            "size_mismatch": self.size_mismatches() if check else {},
             "params": params,
             "param_sources": self.param_sources,
         }

@@ -20,7 +20,7 @@ import numpy as np
 
 from mhdsr import __version__
 from mhdsr.channels import UNITS
-from mhdsr.config import to_dict
+from mhdsr.config import require_folder, to_dict
 from mhdsr.eval import figures as F
 from mhdsr.eval.config import EvalConfig
 from mhdsr.eval.evaluate import (
@@ -43,7 +43,7 @@ from mhdsr.eval.inputs import SampleFile, ShardTruth, discover
 from mhdsr.eval.metrics import histogram_distance
 from mhdsr.eval.report import check_clean, clean, report_markdown, summary_table
 from mhdsr.eval.spectra import band_edges, band_errors
-from mhdsr.io_utils import write_json_atomic, write_text_atomic
+from mhdsr.io_utils import make_output_dir, write_json_atomic, write_text_atomic
 
 METRICS_VERSION = 1
 BANDS = ("resolved", "transition", "generated")
@@ -186,7 +186,7 @@ def run_eval(cfg: EvalConfig, *, stdout: TextIO | None = None) -> dict[str, Any]
     stdout = stdout or sys.stdout
     # ---- headers and plan (cheap; every user error is raised here)
     files = discover(cfg.samples)
-    manifest = read_manifest(cfg.shards)
+    manifest = read_manifest(require_folder(cfg.shards, "shards"))
     truth = ShardTruth(Path(cfg.shards), manifest)
     jobs = plan_jobs(files, truth)
     channels = list(files[0].channels)
@@ -200,7 +200,8 @@ def run_eval(cfg: EvalConfig, *, stdout: TextIO | None = None) -> dict[str, Any]
     held = [j for j in jobs if j.group == HELDOUT]
     if held:  # a user error: raise before any output exists
         check_reference_split(truth, cfg.reference_split)
-    figdir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, "output_dir")
+    figdir.mkdir(exist_ok=True)
     ref = (
         reference_stats(truth, cfg.reference_split, channels, cfg.hist_max_values) if held else None
     )

@@ -18,7 +18,8 @@ _LAUNCH_HELP = (
     "launch settings YAML (e.g. configs/launch/slurm.yaml); launch keys may also be given as "
     "key=value overrides: executor, nodes, gpus_per_node, tasks_per_node, cpus_per_task, mem_gb, "
     "partition, account, qos, constraint, time, exclusive, array_parallelism, sims_per_task, "
-    "max_requeues, job_dir, ..."
+    "max_requeues, job_dir, ...; without this file the schema defaults apply (executor slurm, "
+    "see `--dry-run` or configs/launch/slurm.yaml)"
 )
 
 
@@ -57,9 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        add_config_args(
-            q, print_config=False, example="nodes=2 gpus_per_node=4 time=24h"
-        )  # --dry-run prints both
+        overrides = (
+            "nodes=2 gpus_per_node=4 time=24h" if kind == "train" else "array_parallelism=8 time=2h"
+        )
+        add_config_args(q, print_config=False, example=overrides)  # --dry-run prints both
         q.add_argument("--launch", metavar="FILE", default=None, help=_LAUNCH_HELP)
         q.add_argument(
             "--dry-run",

@@ -42,6 +42,7 @@ import torch
 
 from mhdsr.config import to_yaml
 from mhdsr.errors import ConfigError, MhdsrError, ShardError
+from mhdsr.io_utils import make_output_dir
 from mhdsr.sample.config import SampleConfig
 from mhdsr.sample.h5out import SimWriter, output_path, read_settings, settings_diff
 from mhdsr.sample.inputs import SimInput, index_inputs
@@ -407,7 +408,7 @@ def run_sample(
         share = max(1, (os.cpu_count() or 1) // local_world)
         torch.set_num_threads(min(torch.get_num_threads(), share))
     plan = prepare(cfg, device)
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    make_output_dir(cfg.output_dir, "output_dir")
     if task_index == 0:
         write_config(cfg, plan)
 

@@ -27,7 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, example="checkpoint=runs/demo/train output_dir=PATH sampler.steps=8 ensemble=4"
     )
     p.add_argument(
-        "--status", action="store_true", help="list complete / pending sims and exit (no sampling)"
+        "--status",
+        action="store_true",
+        help="check the config, checkpoint and existing files like a run would (a file made with "
+        "other settings is an error), list complete / pending sims and exit (no sampling)",
     )
     p.set_defaults(func=_run)
 
@@ -41,9 +44,10 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(SampleConfig, args)
     if cfg is None:
         return 0
-    from mhdsr.sample.bulk import format_summary, run_sample, status
+    from mhdsr.sample.bulk import format_summary, prepare, run_sample, status
 
     if args.status:
+        prepare(cfg)  # checks like a run: a complete file made with other settings is an error
         st = status(cfg)
         n = len(st["done"]) + len(st["pending"])
         print(f"{cfg.output_dir}: {len(st['done'])}/{n} sim(s) complete")

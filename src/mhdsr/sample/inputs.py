@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from mhdsr.channels import CHANNELS
+from mhdsr.config import require_folder
 from mhdsr.errors import ConfigError, ShardError
 from mhdsr.sample.config import SampleConfig
 
@@ -192,9 +193,7 @@ def index_shards(cfg: SampleConfig) -> list[SimInput]:
     """
     from mhdsr.shard_builder.manifest import read_manifest, shard_paths
 
-    root = Path(cfg.shards)
-    if not root.is_dir():
-        raise ConfigError(f"config key 'shards': {str(root)!r} is not a folder (cwd {Path.cwd()})")
+    root = require_folder(cfg.shards, "shards")
     manifest = read_manifest(root)
     split = cfg.inputs.split
     if split not in manifest["splits"]:

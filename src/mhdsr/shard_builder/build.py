@@ -42,7 +42,7 @@ from mhdsr import __version__
 from mhdsr.channels import CHANNELS
 from mhdsr.config import to_dict
 from mhdsr.errors import ShardError
-from mhdsr.io_utils import sha256_file, write_json_atomic
+from mhdsr.io_utils import make_output_dir, sha256_file, write_json_atomic
 from mhdsr.shard_builder.config import NON_OUTPUT_KEYS, SPLITS, ShardBuildConfig
 from mhdsr.shard_builder.manifest import (
     MANIFEST_NAME,
@@ -296,8 +296,7 @@ def build(cfg: ShardBuildConfig, overwrite: bool = False, log: Any = None) -> di
     say = log or (lambda m: print(m, file=sys.stderr))
     t0 = time.perf_counter()
     plan = make_plan(cfg)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(cfg.output_dir, "output_dir")
     with _exclusive(out):
         return _build_in(out, cfg, plan, overwrite, say, t0)
 

@@ -195,7 +195,9 @@ def load_export(path: str | Path, map_location: str | torch.device = "cpu") -> d
     try:
         payload = torch.load(f, map_location=map_location, weights_only=True)
     except Exception as e:  # not a torch file, or one holding objects we never write
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        # the first sentence only: torch appends advice (weights_only=False) that does not apply
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = line.split(". ", 1)[0].rstrip(".")[:200]
         raise CheckpointError(
             f"{f}: not an mhdsr weights export (expected a weights_step_*.pt written by `mhdsr train`; "
             f"torch.load(weights_only=True) said: {first})"

@@ -32,7 +32,7 @@ from mhdsr import __version__
 from mhdsr.config import from_dict, to_dict, to_yaml
 from mhdsr.errors import CheckpointError, ConfigError
 from mhdsr.interpolant import avgpool2, flow_matching_loss, sample_time, upsample
-from mhdsr.io_utils import write_json_atomic, write_text_atomic
+from mhdsr.io_utils import make_output_dir, write_json_atomic, write_text_atomic
 from mhdsr.sample.noise import seed_for
 from mhdsr.train import checkpoint as ckpt
 from mhdsr.train.config import TrainConfig
@@ -151,7 +151,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     run_dir = Path(cfg.run_dir)
     if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_output_dir(run_dir, "run_dir")
     barrier()
     _setup_logging(run_dir, env)
     device = env.device
