@@ -374,11 +374,11 @@ class AthenaKRun:
         Raises:
             AthenaKFormatError: the first or last snapshot does not read (names the file).
         """
-        snaps = self.snapshots([c for c in CHANNELS if c in self._channel_sources] or None)
+        chans = [c for c in CHANNELS if c in self._channel_sources]
+        snaps = self.snapshots(chans or None)
         t_first = t_last = None
         checked: list[int] = []
         if check and snaps:
-            chans = [c for c in CHANNELS if c in self._channel_sources]
             checked = sorted({snaps[0], snaps[-1]})
             for i in checked:
                 self.read_snapshot(i, chans)
@@ -399,14 +399,11 @@ class AthenaKRun:
             "snapshots": snaps,
             "n_snapshots": len(snaps),
             "incomplete_snapshots": {
-                f"{i:05d}": why
-                for i, why in self.incomplete_snapshots(
-                    [c for c in CHANNELS if c in self._channel_sources] or None
-                ).items()
+                f"{i:05d}": why for i, why in self.incomplete_snapshots(chans or None).items()
             },
             "time_first": t_first,
             "time_last": t_last,
-            "channels": [c for c in CHANNELS if c in self._channel_sources],
+            "channels": chans,
             "read_check": checked,  # snapshots read completely without error
             "size_mismatch": self.size_mismatches() if check else {},
             "params": params,

@@ -88,10 +88,14 @@ def list_work(cfg: SampleConfig) -> list[str]:
     return [s.name for s in index_inputs(cfg)]
 
 
-def status(cfg: SampleConfig) -> dict[str, list[str]]:
-    """``{"done": [...], "pending": [...]}``: sims with / without a complete output file."""
+def status(cfg: SampleConfig, names: list[str] | None = None) -> dict[str, list[str]]:
+    """``{"done": [...], "pending": [...]}``: sims with / without a complete output file.
+
+    Args:
+        names: the sims to check (default: :func:`list_work`, which indexes the inputs).
+    """
     out: dict[str, list[str]] = {"done": [], "pending": []}
-    for name in list_work(cfg):
+    for name in list_work(cfg) if names is None else names:
         done = read_settings(output_path(cfg.output_dir, name)) is not None
         out["done" if done else "pending"].append(name)
     return out

@@ -47,8 +47,8 @@ def _run(args: argparse.Namespace) -> int:
     from mhdsr.sample.bulk import format_summary, prepare, run_sample, status
 
     if args.status:
-        prepare(cfg)  # checks like a run: a complete file made with other settings is an error
-        st = status(cfg)
+        plan = prepare(cfg)  # checks like a run: a file made with other settings is an error
+        st = status(cfg, [sim.name for sim in plan.sims])
         n = len(st["done"]) + len(st["pending"])
         print(f"{cfg.output_dir}: {len(st['done'])}/{n} sim(s) complete")
         for name in st["pending"]:
