@@ -8,7 +8,7 @@
 * ``nfe_table``: generated-band spectral error vs NFE for Euler (10, 20, 50, 100 steps) and
   Heun (5, 10, 20 steps), linear time grid, with ONE trained model and the same noise for every
   solver (member ``m`` of snapshot ``n`` keyed ``(seed, n, m)``, as in bulk inference). Errors
-  (DESIGN.md "Metrics", :mod:`mhdsr.eval.spectra`): per channel, the ensemble-mean shell
+  (docs/design.md "Metrics", :mod:`mhdsr.analysis.spectra`): per channel, the ensemble-mean shell
   spectrum of the samples against the truth's over the test snapshots, mean over the band
   ``[k_n, N/2]`` of ``|log10(E_pred / E_true)|``, then averaged over the 8 channels:
   ``gen_err_vs_truth``; the same against Euler 100 (``gen_err_vs_euler100``, pure solver error)
@@ -39,15 +39,15 @@ import numpy as np
 import torch
 
 from common import REPO
+from mhdsr.analysis.spectra import band_errors, radial_spectrum
 from mhdsr.channels import CHANNELS
 from mhdsr.config import load_config, to_dict
-from mhdsr.eval.spectra import band_errors, radial_spectrum
-from mhdsr.interpolant import avgpool2, upsample
+from mhdsr.method.interpolant import avgpool2, upsample
+from mhdsr.method.noise import PerSampleNoise
+from mhdsr.method.samplers import expected_nfe, sample
 from mhdsr.model import UNet, cpu_small
+from mhdsr.model.inference import load_model
 from mhdsr.sample.config import SampleConfig
-from mhdsr.sample.model_io import load_model
-from mhdsr.sample.noise import PerSampleNoise
-from mhdsr.sample.samplers import expected_nfe, sample
 from mhdsr.train.config import MethodConfig
 
 TABLE = [
@@ -63,25 +63,18 @@ REFERENCE = ("euler", 100)
 
 
 def _shards(tmp: Path) -> Path:
+    """The demo shards (``make demo``'s, else built here with the shipped demo config)."""
     demo = REPO / "runs" / "demo" / "shards"
     if (demo / "manifest.json").is_file():
         return demo
-    from mhdsr.shard_builder.build import build
-    from mhdsr.shard_builder.config import ShardBuildConfig
+    from mhdsr.cli import main
 
-    data = REPO / "data" / "athenak"
-    cfg = load_config(
-        ShardBuildConfig,
-        REPO / "configs" / "shard" / "demo.yaml",
-        [
-            f"hi_runs=[{data}/mri256_nu3e-5/seed_*]",
-            f"lo_runs=[{data}/mri128_nu3e-5/seed_*]",
-            f"output_dir={tmp / 'shards'}",
-            "progress=false",
-        ],
-    )
-    build(cfg, log=lambda m: None)
-    return tmp / "shards"
+    out, data = tmp / "shards", REPO / "data" / "athenak"
+    cfg = str(REPO / "configs" / "shard" / "demo.yaml")
+    runs = [f"hi_runs=[{data}/mri256_nu3e-5/seed_*]", f"lo_runs=[{data}/mri128_nu3e-5/seed_*]"]
+    if main(["shard", "build", "--config", cfg, *runs, f"output_dir={out}", "progress=false"]):
+        raise RuntimeError("building the demo shards failed")
+    return out
 
 
 def _model(checkpoint: str | None, shards: Path, tmp: Path, quick: bool) -> tuple[str, str]:
@@ -122,7 +115,7 @@ def _model(checkpoint: str | None, shards: Path, tmp: Path, quick: bool) -> tupl
 
 
 def _random_cpu_small_export(path: Path, shards: Path) -> Path:
-    from mhdsr.shard_builder.manifest import normalization, read_manifest
+    from mhdsr.dataset.manifest import normalization, read_manifest
 
     torch.manual_seed(0)
     net = UNet(cpu_small())
@@ -192,8 +185,8 @@ def throughput(shards: Path, tmp: Path, quick: bool) -> dict:
 
 def _test_fields(shards: Path, n: int) -> tuple[list[str], np.ndarray, list[int], int]:
     """First ``n`` test samples (sorted by key): keys, hi (n, 8, H, W), snapshots, sim seed."""
-    from mhdsr.shard_builder.manifest import read_manifest, shard_paths
-    from mhdsr.train.data import read_samples
+    from mhdsr.dataset.manifest import read_manifest, shard_paths
+    from mhdsr.dataset.stream import read_samples
 
     m = read_manifest(shards)
     keys, arrays, metas = read_samples(shard_paths(shards, m, "test"), 10**6, m["shapes"]["hi"])

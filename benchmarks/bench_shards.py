@@ -67,8 +67,8 @@ def _profile(root: Path, n: int = 6) -> dict[str, float]:
 
     from webdataset.writer import TarWriter
 
+    from mhdsr.dataset.npy import encode_npy
     from mhdsr.shard_builder.stats import ChannelStats, avgpool2_f64
-    from mhdsr.shard_builder.worker import encode_npy
 
     run = open_run(sorted(root.glob("mri256*/seed_*"))[0])
     out = np.empty((8, *run.resolution[1::-1]), np.float32)

@@ -24,7 +24,7 @@ import torch
 
 from common import REPO
 from mhdsr.config import load_config
-from mhdsr.interpolant import flow_matching_loss
+from mhdsr.method.interpolant import flow_matching_loss
 from mhdsr.model import UNet
 from mhdsr.train.config import TrainConfig
 
@@ -39,8 +39,8 @@ def _batch(cfg: TrainConfig, g: torch.Generator):
 
 
 def engine_overhead(quick: bool) -> dict:
-    from mhdsr.train.distributed import setup
-    from mhdsr.train.engine import build_engine
+    from mhdsr.runtime.distributed import setup
+    from mhdsr.runtime.engine import build_engine
 
     cfg = load_config(TrainConfig, REPO / "configs/train/cpu-small.yaml", ["engine.zero_stage=2"])
     env = setup("cpu", "gloo", "fp32")

@@ -1,6 +1,6 @@
 """Helpers for the evaluation tests: demo shards, truth read from them, fabricated sample files.
 
-Sample files follow the inference layout of DESIGN.md ("Formats"), written with h5py directly
+Sample files follow the inference layout of docs/design.md ("Formats"), written with h5py directly
 (the tests do not need ``mhdsr sample``): ``samples`` (T, E, C, H, W), ``input`` (T, C, h, w),
 ``time``, ``snapshot``, ``key`` and the documented attributes.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mhdsr.channels import CHANNELS
-from mhdsr.interpolant import avgpool2, upsample
+from mhdsr.method.interpolant import avgpool2, upsample
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def write_samples(
     weights: str = "ema",
     channels: tuple[str, ...] = CHANNELS,
 ) -> Path:
-    """Write one inference file with the layout of DESIGN.md ("Formats")."""
+    """Write one inference file with the layout of docs/design.md ("Formats")."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
         f["samples"] = np.asarray(samples, np.float32)

@@ -562,14 +562,14 @@ class SlowTrainJob(TrainJob):
         self.step_sleep_s = step_sleep_s
 
     def __call__(self) -> dict[str, Any]:
-        from mhdsr.train import data
+        from mhdsr.train import task
 
-        make_loader, pause = data.make_loader, self.step_sleep_s
+        make_loader, pause = task.make_loader, self.step_sleep_s
 
         def slow_loader(*args: Any, **kwargs: Any) -> Iterable[Any]:
             for batch in make_loader(*args, **kwargs):
                 time.sleep(pause)
                 yield batch
 
-        data.make_loader = slow_loader
+        task.make_loader = slow_loader
         return super().__call__()

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import HI, LO
+from mhdsr.analysis.physics import curl_z, ddx, div_b, rms
 from mhdsr.athenak import open_run, read_bin
 from mhdsr.channels import CHANNELS
-from mhdsr.physics import curl_z, ddx, div_b, rms
 
 
 def _hand_assemble(paths, nvar, n=256, nb=64):

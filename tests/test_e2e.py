@@ -12,7 +12,7 @@ import pytest
 
 from mhdsr.channels import CHANNELS
 from mhdsr.cli import main
-from mhdsr.shard_builder.manifest import read_manifest
+from mhdsr.dataset.manifest import read_manifest
 from train_helpers import REPO, run_train
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,9 @@
 
 One run covers both kinds of sims: the test sim (pixel truth; an ODE ensemble and an SDE
 single-member method in sibling folders) and a held-out native-128 sim (spectra vs the test
-split's mean spectrum, domain gap). Exit status 2 with a clear message for bad inputs.
+split's mean spectrum, domain gap), with all five baselines, and a toy metric registered for
+the run (it must reach metrics.json, the report's definitions and its tables). Exit status 2
+with a clear message for bad inputs.
 """
 
 from __future__ import annotations
@@ -18,18 +20,27 @@ import pytest
 import yaml
 
 from eval_helpers import pool, shared_demo_shards, truth_of_sim, up, write_samples
+from mhdsr.analysis.scores import histogram_distance
+from mhdsr.analysis.spectra import band_errors, radial_spectrum
 from mhdsr.channels import CHANNELS
 from mhdsr.cli import main
-from mhdsr.eval.metrics import histogram_distance
+from mhdsr.eval.baselines import BASELINE_NAMES
+from mhdsr.eval.registry import Metric, register, registered, unregister
 from mhdsr.eval.report import check_clean
-from mhdsr.eval.spectra import band_errors, radial_spectrum
 
 SIM = "mri256_nu3e-5/seed_0001"
 HELD = "mri128_nu3e-5/seed_0002"
 # a model trained on a subset of the channels (fewer panels to draw keeps the test fast); Bx, By
-# and jz are what the physics checks need
-CHS = ("density", "Bx", "By", "jz")
+# and jz are what the physics checks need, velx the velocity increments
+CHS = ("density", "velx", "Bx", "By", "jz")
 IDX = [CHANNELS.index(c) for c in CHS]
+CURVES = ("ema/euler_maruyama-16", "ema/heun-8", *BASELINE_NAMES)
+TOY = "toy_max_abs_error"
+
+
+def _toy(pred, target):
+    """The toy metric: max over the grid of |pred - truth|, mean over members, per channel."""
+    return np.abs(pred.x - target.fields.x).max(axis=(-2, -1)).mean(axis=0)
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +101,20 @@ def run(shards, tmp_path_factory):
     )
     cfg = _config(tmp, samples, shards)
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(["eval", "--config", str(cfg)])
-    return {"rc": rc, "stdout": buf.getvalue(), "out": tmp / "eval", "hi": hi, "hlo": hlo}
+    register(Metric(TOY, "toy max|err|", "toy: max over the grid of |pred - truth|.", _toy))
+    try:
+        with contextlib.redirect_stdout(buf):
+            rc = main(["eval", "--config", str(cfg)])
+    finally:
+        unregister(TOY)
+    return {
+        "rc": rc,
+        "stdout": buf.getvalue(),
+        "out": tmp / "eval",
+        "hi": hi,
+        "hlo": hlo,
+        "ens": ens,
+    }
 
 
 def test_exit_status_and_outputs(run, capsys) -> None:
@@ -125,26 +147,63 @@ def test_metrics_json_structure_and_finite_values(run) -> None:
         "generated": [64, 128],
     }
     assert list(m["summary"]) == ["test", "heldout"]
-    assert set(m["summary"]["test"]) == {
-        "ema/euler_maruyama-16",
-        "ema/heun-8",
-        "bilinear",
-        "bicubic",
-    }
-    assert set(m["summary"]["heldout"]) == {"ema/heun-8", "bilinear", "bicubic"}
+    assert list(m["summary"]["test"]) == list(CURVES)
+    assert list(m["summary"]["heldout"]) == ["ema/heun-8", *BASELINE_NAMES]
+    for k in ("metric_definitions", "baseline_definitions", "targets", "pdfs", "goals", "readings"):
+        assert k in m, k
     check_clean(m)  # nulls only with a reason
     numbers = list(_walk_numbers(m))
     assert m["channels"] == list(CHS)
     assert len(numbers) > 500 and all(math.isfinite(v) for _, v in numbers)
     heun = m["summary"]["test"]["ema/heun-8"]["jz"]
-    for k in ("rmse", "nrmse", "rmse_ensemble_mean", "crps", "spread_skill"):
+    for k in ("rmse", "nrmse", "rmse_ensemble_mean", "crps", "spread_skill", "jz_pdf_w1"):
         assert isinstance(heun[k], float) and heun[k] > 0, k
-    assert set(heun["spectral_error"]) == {"resolved", "transition", "generated"}
+    for k in ("spectral_error", "coherence", "coherence_ensemble_mean"):
+        assert set(heun[k]) == {"resolved", "transition", "generated"}, k
+    # stochastic baselines get the methods' ensemble size (2), so ensemble scores exist
+    for b in ("spectral-noise", "noise"):
+        assert m["baseline_definitions"][b]["ensemble_size"] == {SIM: 2, HELD: 2}
+        assert m["summary"]["test"][b]["jz"]["crps"] > 0
+        assert m["summary"]["test"][b]["velx"]["spread_skill"] > 0
+    # deterministic baselines have no ensemble scores at all (not nulls)
+    assert "crps" not in m["summary"]["test"]["spline"]["jz"]
+    # per-snapshot series and orbits (t / 2 pi, omega0 = 1 in the decks)
+    rec = m["sims"][SIM]
+    assert rec["orbits"] == pytest.approx([t / (2 * math.pi) for t in rec["times"]])
+    ts = rec["per_snapshot"]["ema/heun-8"]
+    assert ts["snapshots"] == rec["snapshots"] and len(ts["coherence.transition"]["jz"]) == 2
+    # the goal check: per snapshot, method minus spline transition coherence
+    goal = m["goals"]["transition_coherence"]
+    assert goal["available"] and goal["margin"] == 0.02
+    g = goal["groups"]["test"]["ema/heun-8"]
+    d = g["per_snapshot"][0]["diff"]["jz"]
+    want = ts["coherence.transition"]["jz"][0] - rec["per_snapshot"]["spline"][
+        "coherence.transition"]["jz"][0]  # fmt: skip
+    assert d == pytest.approx(want, abs=1e-12)
+    assert "test" in m["targets"] and m["targets"]["heldout"]["name"].startswith("reference")
     # one-member SDE method: ensemble scores are null, each with its reason
     em = m["summary"]["test"]["ema/euler_maruyama-16"]["jz"]
     assert em["crps"] is None and "needs >= 2" in em["null_reasons"]["crps"]
     # held-out sims have no pixel scores
     assert "rmse" not in m["summary"]["heldout"]["ema/heun-8"]["jz"]
+
+
+def test_a_registered_metric_reaches_metrics_json_and_the_report(run) -> None:
+    """The toy metric registered for the run (one function + one registration)."""
+    m = json.loads((run["out"] / "metrics.json").read_text())
+    assert TOY in m["metric_definitions"]
+    assert m["metric_definitions"][TOY]["label"] == "toy max|err|"
+    hi, ens = run["hi"], run["ens"].astype(np.float32)  # as stored in the sample file
+    want = np.abs(ens - hi[:, None]).max(axis=(-2, -1)).mean(axis=(0, 1), dtype=np.float64)
+    for i, ch in enumerate(CHS):
+        assert m["summary"]["test"]["ema/heun-8"][ch][TOY] == pytest.approx(want[i], rel=1e-6)
+        assert TOY in m["summary"]["test"]["bicubic"][ch]  # every prediction curve has it
+        assert TOY not in m["summary"]["heldout"]["ema/heun-8"][ch]  # needs pixel truth
+    report = (run["out"] / "report.md").read_text()
+    assert f"**toy max|err|** (`{TOY}`): toy: max over the grid of |pred - truth|." in report
+    assert "| jz | toy max|err| |" in report  # a row of the pixel-errors table
+    assert "**toy max|err|** (lower is better): a method beats every baseline" in report
+    assert TOY not in [x.name for x in registered()]  # unregistered again
 
 
 def test_summary_values_match_direct_computation(run) -> None:
@@ -215,6 +274,12 @@ def test_figures_and_report(run) -> None:
         "spread_skill_test.png",
         "domain_gap_spectra.png",
         "domain_gap_hist.png",
+        "coherence_test.png",
+        "generated_error_vs_orbit_test.png",
+        "transition_coherence_vs_orbit_test.png",
+        "generated_error_vs_orbit_heldout.png",
+        "pdfs_test.png",
+        "pdfs_heldout.png",
     ):
         assert want in names, (want, names)
     panels = [n for n in names if n.startswith("panel_")]
@@ -226,27 +291,33 @@ def test_figures_and_report(run) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, p
     report = (run["out"] / "report.md").read_text()
     assert "resolved [1, 32), transition [32, 64), generated [64, 128]" in report
-    assert (
-        "| channel | RMSE ema/euler_maruyama-16 | RMSE ema/heun-8 | RMSE bilinear | RMSE bicubic |"
-        in report
-    )
+    assert "| channel | " + " | ".join(CURVES) + " |" in report
     for n in names:
         assert f"(figures/{n})" in report, n
+    # the automatic reading: winners, dispersion, physics floor, domain-gap floor, orbits
+    assert "Reading:" in report and "a method beats every baseline on" in report
+    assert "spread/skill < 0.8" in report or "calibrated (0.8–1.2)" in report
+    assert "The truth's div B is NOT 0" in report and "face-centred" in report
+    assert "Domain-gap floor" in report
+    assert "orbits" in report and "Transition-band coherence minus spline's" in report
 
 
 def test_stdout_table(run) -> None:
+    """One compact table per summary metric, every method next to every baseline."""
     out = run["stdout"]
-    header = (
-        "| channel | RMSE ema/euler_maruyama-16 | RMSE ema/heun-8 | RMSE bilinear | RMSE bicubic |"
-    )
-    assert header in out and "### heldout" in out
-    assert "| gen. err ema/heun-8 | gen. err bilinear | gen. err bicubic |" in out
+    assert "### test:" in out and "### heldout" in out and "orbits" in out
+    for label in ("NRMSE ens. mean", "CRPS", "generated err", "transition coh.", "jz PDF W1/σ"):
+        assert f"**{label}**" in out, label
+    header = "| channel | " + " | ".join(CURVES) + " |"
+    assert out.count(header) == 4  # test: NRMSE, generated err, coherence, jz PDF
+    # CRPS: only ensembles (the one-member SDE method shows — with its reason in metrics.json)
+    assert "| channel | ema/euler_maruyama-16 | ema/heun-8 | spectral-noise | noise |" in out
     rows = [r for r in out.splitlines() if r.startswith("| jz |")]
-    assert len(rows) == 2  # test and heldout tables
-    assert len(rows[0].split("|")) == 2 + 1 + 8  # channel + 4 RMSE + 4 generated-band errors
-    assert [r.split("|")[1].strip() for r in out.splitlines() if r.startswith("| ")][1:5] == list(
-        CHS
-    )
+    assert len(rows) == 5 + 2  # test: 5 summary metrics; heldout: generated err and jz PDF
+    assert len(rows[0].split("|")) == 2 + 1 + len(CURVES)
+    first = [r.split("|")[1].strip() for r in out.splitlines() if r.startswith("| ")]
+    assert first[1 : 1 + len(CHS)] == list(CHS)
+    assert "**" in rows[0]  # the best value of a row is bold
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "no_truth", "bad_reference"])

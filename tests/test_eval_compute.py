@@ -1,4 +1,4 @@
-"""Known-answer tests of the evaluation numbers (mhdsr.eval.evaluate / inputs / report).
+"""Known-answer tests of the evaluation numbers (mhdsr.eval.scoring / pooling / inputs / report).
 
 Truth = the real demo shards (test split, sim mri256_nu3e-5/seed_0001, 3 snapshots). Sample
 files are fabricated from it with controlled errors, so every metric has a value known in
@@ -14,21 +14,17 @@ import numpy as np
 import pytest
 
 from eval_helpers import pool, shared_demo_shards, truth_of_sim, up, write_samples
+from mhdsr.analysis.pdfs import flatness, increments
+from mhdsr.analysis.physics import divb_residual, jz_residual
+from mhdsr.analysis.spectra import band_errors, coherence, radial_spectrum
 from mhdsr.channels import CHANNELS
-from mhdsr.eval.evaluate import (
-    curve_metrics,
-    evaluate_sim,
-    physics_metrics,
-    plan_jobs,
-    pool_curves,
-    reference_stats,
-)
+from mhdsr.dataset.manifest import read_manifest
 from mhdsr.eval.inputs import EvalInputError, ShardTruth, discover
-from mhdsr.eval.physics_checks import divb_residual, jz_residual
+from mhdsr.eval.planning import panel_plan, plan_jobs
+from mhdsr.eval.pooling import curve_metrics, per_snapshot, physics_metrics, pool_curves
+from mhdsr.eval.reference import reference_stats
 from mhdsr.eval.report import check_clean, clean
-from mhdsr.eval.run import panel_plan
-from mhdsr.eval.spectra import band_errors, radial_spectrum
-from mhdsr.shard_builder.manifest import read_manifest
+from mhdsr.eval.scoring import evaluate_sim
 
 SIM = "mri256_nu3e-5/seed_0001"
 HELD = "mri128_nu3e-5/seed_0002"
@@ -81,7 +77,7 @@ def scored(shards, truth3, offsets, tmp_path_factory):
     jobs = plan_jobs(files, truth)
     results = [evaluate_sim(j, truth, baselines=["bilinear", "bicubic"]) for j in jobs]
     curves = pool_curves(results)["test"]
-    m = {n: curve_metrics(c, list(CHANNELS), 128, 256) for n, c in curves.items()}
+    m = {n: curve_metrics(c, list(CHANNELS)) for n, c in curves.items()}
     return {"files": files, "jobs": jobs, "curves": curves, "metrics": m, "results": results}
 
 
@@ -109,6 +105,18 @@ def test_perfect_ensemble_scores_zero(scored) -> None:
         assert math.isnan(v["spread_skill"])  # 0 / 0: report.clean makes it null with a reason
         for b in BANDS:
             assert v["spectral_error"][b] == pytest.approx(0.0, abs=1e-12), (ch, b)
+            assert v["coherence"][b] == pytest.approx(1.0, abs=1e-12), (ch, b)
+            assert v["coherence_ensemble_mean"][b] == pytest.approx(1.0, abs=1e-12), (ch, b)
+    # PDFs identical to the truth's: W1 = 0, flatness = the truth's
+    truth = scored["metrics"]["truth"]
+    assert m["jz"]["jz_pdf_w1"] == 0.0
+    assert m["jz"]["jz_flatness"] == pytest.approx(truth["jz"]["jz_flatness"], rel=1e-12)
+    for ch in ("velx", "vely", "velz"):
+        assert set(m[ch]["increment_w1"]) == {"dx1", "dx2", "dx4", "dy1", "dy2", "dy4"}
+        assert all(v == 0.0 for v in m[ch]["increment_w1"].values()), ch
+        assert m[ch]["increment_flatness"] == pytest.approx(truth[ch]["increment_flatness"])
+    # channels a PDF metric does not cover carry no key
+    assert "jz_pdf_w1" not in m["density"] and "increment_w1" not in m["jz"]
 
 
 def test_perfect_ensemble_physics_equals_truth(scored, truth3) -> None:
@@ -139,9 +147,13 @@ def test_constant_offsets_give_known_scores(scored, truth3, offsets) -> None:
         assert v["spread"] == pytest.approx(math.sqrt(2) * c, rel=1e-4)
         assert v["skill"] == pytest.approx(2 * c, rel=1e-4)
         assert v["spread_skill"] == pytest.approx(math.sqrt(3) / 2, rel=1e-4)
-        # a constant only moves k = 0, which no band contains (float32 rounding aside)
+        # a constant only moves k = 0, which no band contains (float32 rounding aside): the
+        # spectra and the phases are the truth's, and so are the increments
         for b in BANDS:
             assert v["spectral_error"][b] < 1e-3, (ch, b, v["spectral_error"][b])
+            assert v["coherence"][b] == pytest.approx(1.0, abs=1e-5), (ch, b)
+        if ch in ("velx", "vely", "velz"):
+            assert max(v["increment_w1"].values()) < 1e-4, ch
 
 
 def test_bilinear_as_a_method_equals_the_bilinear_baseline(scored) -> None:
@@ -187,6 +199,43 @@ def test_input_spectrum_is_on_the_lo_grid_without_a_generated_band(scored) -> No
     for ch in CHANNELS:
         assert set(m[ch]["spectral_error"]) == {"resolved", "transition"}
         assert "rmse" not in m[ch]
+
+
+def test_coherence_and_time_series_match_a_direct_computation(scored, truth3) -> None:
+    """bilinear: pooled band coherence = mean over snapshots of analysis.coherence; the
+    per-snapshot band error = band_errors of that snapshot's spectra alone."""
+    hi = truth3[1].astype(np.float64)
+    u = up(pool(truth3[1]), "bilinear").astype(np.float64)
+    direct = coherence(u, hi, 128, 256)  # (T, C) per band
+    got = scored["metrics"]["bilinear"]
+    cur = scored["curves"]["bilinear"]
+    series = per_snapshot(cur, list(CHANNELS))
+    k, e_u = radial_spectrum(u)
+    e_y = radial_spectrum(hi)[1]
+    for i, ch in enumerate(CHANNELS):
+        for b in BANDS:
+            assert got[ch]["coherence"][b] == pytest.approx(direct[b][:, i].mean(), rel=1e-9)
+            assert series[f"coherence.{b}"][ch] == pytest.approx(direct[b][:, i], rel=1e-9)
+        for t in range(3):
+            want = band_errors(e_u[t, i], e_y[t, i], k, 128, 256)["generated"]
+            assert series["spectral_error.generated"][ch][t] == pytest.approx(float(want), rel=1e-9)
+    # bilinear smooths: phases survive in the resolved band, not in the generated one
+    assert all(got[ch]["coherence"]["resolved"] > 0.99 for ch in CHANNELS)
+    assert all(
+        got[ch]["coherence"]["generated"] < got[ch]["coherence"]["resolved"] for ch in CHANNELS
+    )
+    assert cur.snapshots == [13, 16, 19]
+
+
+def test_truth_flatness_is_the_pooled_flatness_of_its_increments(scored, truth3) -> None:
+    hi = truth3[1].astype(np.float64)
+    truth = scored["metrics"]["truth"]
+    for ch in ("velx", "vely", "velz"):
+        c = CHANNELS.index(ch)
+        want = np.mean([flatness(increments(hi[t, c], 2, -2)) for t in range(3)])
+        assert truth[ch]["increment_flatness"]["dy2"] == pytest.approx(want, rel=1e-9)
+        assert truth[ch]["increment_flatness"]["dy2"] > 3.0  # intermittent: heavier than Gaussian
+    assert set(truth["density"]) == set()  # the truth has no pixel or spectral entries
 
 
 def test_reference_split_statistics(shards) -> None:
@@ -326,8 +375,8 @@ def test_physics_is_skipped_with_a_note_without_bx_by_jz(shards, truth3, tmp_pat
     (job,) = plan_jobs(discover(tmp_path / "s"), truth)
     res = evaluate_sim(job, truth, baselines=["bicubic"])
     assert all(physics_metrics(c) is None for c in res.curves.values())
-    assert any("physics residuals skipped" in n for n in res.notes)
-    m = curve_metrics(res.curves["ema/heun-8"], chs, 128, 256)
+    assert any("physics consistency (div_b, jz_curl_b) skipped" in n for n in res.notes)
+    m = curve_metrics(res.curves["ema/heun-8"], chs)
     assert set(m) == set(chs) and m["velx"]["rmse"] == 0.0
 
 

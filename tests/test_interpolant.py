@@ -1,5 +1,5 @@
-"""Tests of mhdsr.interpolant: grids, the interpolant, the loss, the score identity and the
-exact Gaussian velocity (DESIGN.md, "The method")."""
+"""Tests of mhdsr.method.interpolant: grids, the interpolant, the loss, the score identity and the
+exact Gaussian velocity (docs/design.md, "The method")."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from mhdsr.errors import ConfigError
-from mhdsr.interpolant import (
+from mhdsr.method.interpolant import (
     avgpool2,
-    flow_matching_loss,
     gaussian_flow_map,
     gaussian_velocity,
     interpolate,
@@ -22,6 +21,7 @@ from mhdsr.interpolant import (
     target_velocity,
     upsample,
 )
+from mhdsr.method.loss import flow_matching_loss
 
 
 @pytest.fixture(autouse=True)

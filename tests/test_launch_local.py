@@ -17,7 +17,8 @@ import yaml
 from mhdsr.cli import main
 from mhdsr.config import load_config, to_dict
 from mhdsr.errors import ConfigError
-from mhdsr.launch import launcher
+from mhdsr.launch import status as launch_status
+from mhdsr.launch import submit as launcher
 from mhdsr.launch.config import (
     LaunchConfig,
     executor_parameters,
@@ -251,7 +252,7 @@ def _status_folder(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def test_status_reports_unreadable_records_and_reads_the_others(tmp_path, capsys):
     d, torn, keyless = _status_folder(tmp_path)
-    st = launcher.read_status(d)
+    st = launch_status.read_status(d)
     assert [(s["job_id"], s["states"]) for s in st["submissions"]] == [
         ("DEBUG_1", {"DEBUG_1": "COMPLETED"})
     ]

@@ -15,9 +15,9 @@ import submitit
 
 from mhdsr.cli import main
 from mhdsr.config import load_config
-from mhdsr.launch import launcher
+from mhdsr.launch import submit as launcher
 from mhdsr.launch.config import load_launch_config
-from mhdsr.train.checkpoint import find_latest
+from mhdsr.runtime.checkpoint import find_latest
 from mhdsr.train.config import TrainConfig
 from slurm_helpers import (
     PARTITION,
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.timeout(420)]
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_YAML = str(REPO / "configs" / "train" / "cpu-small.yaml")
 TRAIN = [*TINY, "data.workers=0", "data.val_samples=0", "log.every=2", "checkpoint.every=2"]
-# time <= 10 min: submitit counts every USR2 as a timeout (distributed-facts.md)
+# time <= 10 min: submitit counts every USR2 as a timeout
 SLURM = ["executor=slurm", f"partition={PARTITION}", "cpus_per_task=1", "time=10m"]
 
 

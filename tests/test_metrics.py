@@ -1,4 +1,4 @@
-"""Tests of mhdsr.eval.metrics against brute-force formulas and exact expectations."""
+"""Tests of mhdsr.analysis.scores against brute-force formulas and exact expectations."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mhdsr.eval.metrics import crps_fair, histogram_distance, nrmse, rmse, spread_skill
+from mhdsr.analysis.scores import crps_fair, histogram_distance, nrmse, rmse, spread_skill
 
 
 def _crps_fair_brute(ens, y):

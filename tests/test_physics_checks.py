@@ -1,14 +1,13 @@
-"""Tests of mhdsr.eval.physics_checks on analytic and discretely constructed fields."""
+"""Tests of mhdsr.analysis.physics on analytic and discretely constructed fields."""
 
 import math
 
 import numpy as np
 import pytest
 
+from mhdsr.analysis.physics import curl_z, ddx, ddy, divb_residual, jz_residual
 from mhdsr.channels import CHANNELS
 from mhdsr.errors import ConfigError
-from mhdsr.eval.physics_checks import divb_residual, jz_residual
-from mhdsr.physics import curl_z, ddx, ddy
 
 TWO_PI = 2 * math.pi
 
@@ -30,7 +29,7 @@ def _stack(bx, by, jz, seed=0):
 
 def test_discrete_stream_function_field_is_divergence_free():
     # B = (dA/dy, -dA/dx) with the SAME centred differences: they commute, so div B = 0
-    # to round-off; jz from mhdsr.physics.curl_z matches the check exactly.
+    # to round-off; jz from mhdsr.analysis.physics.curl_z matches the check exactly.
     n = 32
     x, y = _grid(n)
     a = np.sin(TWO_PI * x) * np.cos(2 * TWO_PI * y) + 0.3 * np.cos(TWO_PI * (3 * x - y))

@@ -24,13 +24,13 @@ from athenak_writer import make_deck, smooth_fields, write_run
 from mhdsr.channels import CHANNELS
 from mhdsr.config import load_config, to_dict
 from mhdsr.errors import CheckpointError, ConfigError
-from mhdsr.interpolant import avgpool2, upsample
+from mhdsr.method.interpolant import avgpool2, upsample
+from mhdsr.method.noise import PerSampleNoise
 from mhdsr.model import ModelConfig, UNet
-from mhdsr.sample.bulk import list_work, run_sample, status
+from mhdsr.model.inference import batch_invariant_linears, load_model
+from mhdsr.sample.bulk import check_resolution, list_work, run_sample, status
 from mhdsr.sample.config import SampleConfig
 from mhdsr.sample.h5out import output_path
-from mhdsr.sample.model_io import batch_invariant_linears, check_resolution, load_model
-from mhdsr.sample.noise import PerSampleNoise
 from mhdsr.train.config import MethodConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,30 +87,8 @@ def write_export(
 
 
 @pytest.fixture(scope="session")
-def demo_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mhdsr.shard_builder.build import build
-    from mhdsr.shard_builder.config import ShardBuildConfig
-
-    out = tmp_path_factory.mktemp("sample") / "shards"
-    data = REPO / "data" / "athenak"
-    cfg = load_config(
-        ShardBuildConfig,
-        REPO / "configs" / "shard" / "demo.yaml",
-        [
-            f"hi_runs=[{data}/mri256_nu3e-5/seed_*]",
-            f"lo_runs=[{data}/mri128_nu3e-5/seed_*]",
-            f"output_dir={out}",
-            "workers=1",
-            "progress=false",
-        ],
-    )
-    build(cfg, log=lambda m: None)
-    return out
-
-
-@pytest.fixture(scope="session")
 def demo_norm(demo_shards: Path) -> tuple[list[float], list[float]]:
-    from mhdsr.shard_builder.manifest import normalization, read_manifest
+    from mhdsr.dataset.manifest import normalization, read_manifest
 
     mean, std = normalization(read_manifest(demo_shards), "hi", list(CHANNELS))
     return mean.tolist(), std.tolist()

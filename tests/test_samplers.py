@@ -1,5 +1,5 @@
 """Tests of mhdsr.sample.{timegrid, noise, samplers} against the exact Gaussian case of
-DESIGN.md: if x1 | u ~ N(m, s^2 I), the ODE maps u + sigma z to m + s z."""
+docs/design.md: if x1 | u ~ N(m, s^2 I), the ODE maps u + sigma z to m + s z."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from mhdsr.errors import ConfigError
-from mhdsr.interpolant import gaussian_flow_map, gaussian_velocity
-from mhdsr.sample.noise import PerSampleNoise, generator_for, seed_for
-from mhdsr.sample.samplers import (
+from mhdsr.method.interpolant import gaussian_flow_map, gaussian_velocity
+from mhdsr.method.noise import PerSampleNoise, generator_for, seed_for
+from mhdsr.method.samplers import (
     SAMPLERS,
     count_nfe,
     euler,
@@ -21,9 +21,11 @@ from mhdsr.sample.samplers import (
     expected_nfe,
     get_sampler,
     heun,
+    register_sampler,
     sample,
+    sampler_names,
 )
-from mhdsr.sample.timegrid import time_grid
+from mhdsr.method.timegrid import time_grid
 
 SIGMA, S, SHIFT = 0.1, 0.3, 0.5  # source noise, std of x1 | u, mean offset m - u
 T_MIN, T_MAX = 1e-4, 1 - 1e-4
@@ -317,7 +319,7 @@ def test_model_gets_per_sample_time() -> None:
 
 
 def test_registry_and_option_errors() -> None:
-    assert get_sampler("heun") is heun
+    assert get_sampler("heun").fn is heun
     with pytest.raises(ConfigError, match="unknown sampler 'rk4'"):
         get_sampler("rk4")
     u = torch.zeros(1, 1, 2, 2)
@@ -327,6 +329,65 @@ def test_registry_and_option_errors() -> None:
         )
     with pytest.raises(ValueError, match="increasing"):
         euler(gaussian_model(0.0), u, [0.0, 0.5, 0.4], BatchNoise(1, 0), sigma=0.1)
+
+
+@pytest.fixture
+def midpoint_registered():
+    """A toy second-order sampler added with one function and one registration (then removed)."""
+
+    @register_sampler("toy_midpoint", nfe_per_step=2)
+    @torch.no_grad()
+    def toy_midpoint(model, u, ts, noise, *, sigma, callback=None, half_step: float = 0.5):
+        x = u + sigma * noise.draw(tuple(u.shape[1:])).to(u)
+        grid = torch.as_tensor(ts, dtype=torch.float64).tolist()
+        for t, t_next in zip(grid[:-1], grid[1:]):
+            h = t_next - t
+            tt = torch.full((x.shape[0],), t, dtype=torch.float32)
+            v = model(x, tt, u)
+            tm = torch.full_like(tt, t + half_step * h)
+            x = x + h * model(x + half_step * h * v, tm, u)
+        return x
+
+    yield toy_midpoint
+    del SAMPLERS["toy_midpoint"]
+
+
+def test_a_sampler_is_one_function_and_one_registration(midpoint_registered) -> None:
+    from mhdsr.config import load_config
+    from mhdsr.sample.config import SampleConfig
+
+    assert "toy_midpoint" in sampler_names()
+    assert expected_nfe("toy_midpoint", 5) == 10
+    assert get_sampler("toy_midpoint").options == {"half_step"}
+    # the sample config accepts it and its option, and still refuses unknown options
+    cfg = load_config(
+        SampleConfig,
+        None,
+        ["sampler.name=toy_midpoint", "sampler.options.half_step=0.5", "shards=x"],
+    )
+    assert cfg.sampler.name == "toy_midpoint"
+    with pytest.raises(ConfigError, match="takes no option"):
+        load_config(
+            SampleConfig, None, ["sampler.name=toy_midpoint", "sampler.options.delta=1", "shards=x"]
+        )
+    # and it integrates the exact Gaussian flow to second order, like Heun
+    u = torch.zeros(4000, 1, 1, 1)
+    errs = []
+    for n in (4, 8):
+        noise = PerSampleNoise.from_keys(0, [(i,) for i in range(4000)])
+        x = sample(
+            "toy_midpoint", gaussian_model(u + SHIFT), u, n_steps=n, noise=noise, sigma=SIGMA
+        )
+        noise = PerSampleNoise.from_keys(0, [(i,) for i in range(4000)])
+        x0 = u + SIGMA * noise.draw((1, 1, 1))
+        exact = gaussian_flow_map(x0, 1e-4, 1 - 1e-4, u, u + SHIFT, S, SIGMA)
+        errs.append(float((x - exact).abs().max()))
+    assert errs[1] < errs[0] / 3  # second order: halving h cuts the error ~4x
+
+
+def test_registering_a_taken_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_sampler("heun", nfe_per_step=2)(heun)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

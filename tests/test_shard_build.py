@@ -1,7 +1,7 @@
 """``mhdsr shard build`` on the bundled real AthenaK sample (data/athenak, see its README).
 
-Bundled sample: 256^2 seeds 0 (7 snapshots), 1 (4), 2 (3), 3 (3); native 128^2 seeds 2 (8) and
-3 (7). Demo split: train [0, 2], val [3], test [1], heldout = the two 128 runs.
+Bundled sample: 256^2 seeds 0 (7 snapshots), 1 (4), 2 (3), 3 (3), 4 (2); native 128^2 seeds 2 (8)
+and 3 (7). Demo split: train [0, 2], val [3, 4], test [1], heldout = the two 128 runs.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import pytest
 
 from mhdsr.athenak import open_run
 from mhdsr.cli import main
+from mhdsr.dataset.manifest import normalization, read_manifest, shard_paths
+from mhdsr.dataset.sims import sim_name
 from mhdsr.errors import ConfigError, ShardError
 from mhdsr.io_utils import sha256_file
 from mhdsr.shard_builder.build import build
 from mhdsr.shard_builder.inspect import verify
-from mhdsr.shard_builder.manifest import normalization, read_manifest, shard_paths
-from mhdsr.shard_builder.plan import make_plan, sim_name
+from mhdsr.shard_builder.plan import make_plan
 from shard_helpers import HI, LO, copy_run, load, npy, samples, write_config
 
-DEMO_SPLIT = {"train": [0, 2], "val": [3], "test": [1]}
+DEMO_SPLIT = {"train": [0, 2], "val": [3, 4], "test": [1]}
 
 
 def demo_cfg(tmp: Path, name: str = "demo.yaml", **over) -> Path:
@@ -57,11 +58,12 @@ def test_counts_per_split_match_the_runs(demo) -> None:
     want = {
         "train": len(_expected_snapshots(HI / "seed_0000"))
         + len(_expected_snapshots(HI / "seed_0002")),
-        "val": len(_expected_snapshots(HI / "seed_0003")),
+        "val": len(_expected_snapshots(HI / "seed_0003"))
+        + len(_expected_snapshots(HI / "seed_0004")),
         "test": len(_expected_snapshots(HI / "seed_0001")),
         "heldout": sum(len(_expected_snapshots(LO / d)) for d in ("seed_0002", "seed_0003")),
     }
-    assert want == {"train": 10, "val": 3, "test": 4, "heldout": 15}  # the bundled sample
+    assert want == {"train": 10, "val": 5, "test": 4, "heldout": 15}  # the bundled sample
     assert res["samples"] == want
     for k, n in want.items():
         s = m["splits"][k]
@@ -251,7 +253,7 @@ def test_heldout_pairs_only_with_a_hi_run_outside_the_splits(tmp_path: Path) -> 
         hi_runs=[str(HI / "seed_*")],
         lo_runs=[str(lo)],
         output_dir=str(tmp_path / "out"),
-        split={"seeds": {"train": [1], "val": [2], "test": [3]}},
+        split={"seeds": {"train": [1], "val": [2, 4], "test": [3]}},
         workers=1,
     )
     plan = make_plan(load(cfg))

@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mhdsr.errors import ConfigError, ShardError
-from mhdsr.shard_builder.config import ShardBuildConfig
-from mhdsr.shard_builder.manifest import (
+from mhdsr.dataset.manifest import (
     SCHEMA_VERSION,
     manifest_sha256,
     normalization,
     read_manifest,
     shard_paths,
 )
+from mhdsr.dataset.npy import encode_npy, sample_key
+from mhdsr.errors import ConfigError, ShardError
+from mhdsr.shard_builder.config import ShardBuildConfig
 from mhdsr.shard_builder.plan import _assign, _cut, npy_bytes
-from mhdsr.shard_builder.worker import encode_npy, sample_key
 
 
 def _decode(b: bytes) -> np.ndarray:

@@ -1,9 +1,9 @@
-"""Tests of mhdsr.eval.spectra against exact answers (Parseval, single modes, band edges)."""
+"""Tests of mhdsr.analysis.spectra against exact answers (Parseval, single modes, band edges)."""
 
 import numpy as np
 import pytest
 
-from mhdsr.eval.spectra import (
+from mhdsr.analysis.spectra import (
     band_edges,
     band_errors,
     n_shells,

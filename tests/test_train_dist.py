@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import torch
 
-from mhdsr.train.checkpoint import load_export
+from mhdsr.model.export import load_export
 from train_helpers import REPO, TORCHRUN, env, free_port, run_train, summary, train_cmd
 
 pytestmark = pytest.mark.dist

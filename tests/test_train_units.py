@@ -11,13 +11,16 @@ import torch
 
 from conftest import REPO
 from mhdsr.config import load_config
+from mhdsr.dataset import npy as N
+from mhdsr.dataset import stream as D
+from mhdsr.dataset.manifest import normalization, read_manifest
+from mhdsr.dataset.normalize import Normalizer
 from mhdsr.errors import ConfigError, ShardError
-from mhdsr.interpolant import avgpool2, upsample
-from mhdsr.shard_builder.manifest import normalization, read_manifest
-from mhdsr.train import data as D
+from mhdsr.method.interpolant import avgpool2, upsample
+from mhdsr.method.pairs import make_pair
+from mhdsr.runtime.ema import EMA
+from mhdsr.runtime.engine import GuardedAdamW, deepspeed_config, lr_at
 from mhdsr.train.config import TrainConfig
-from mhdsr.train.ema import EMA
-from mhdsr.train.engine import GuardedAdamW, deepspeed_config, lr_at
 
 
 def _cfg(*over: str) -> TrainConfig:
@@ -109,7 +112,7 @@ def test_make_pair_crop_matches_full_field():
     g = torch.Generator().manual_seed(0)
     hi = torch.randn(3, 2, 32, 32, generator=g, dtype=torch.float64)
     gen = torch.Generator().manual_seed(5)
-    x1, u = D.make_pair(hi, crop=16, roll=True, upsample_mode="bilinear", generator=gen)
+    x1, u = make_pair(hi, crop=16, roll=True, upsample_mode="bilinear", generator=gen)
     assert x1.shape == u.shape == (3, 2, 16, 16)
     u_full = upsample(avgpool2(hi), 2, "bilinear")
     gen = torch.Generator().manual_seed(5)
@@ -129,7 +132,7 @@ def test_make_pair_crop_matches_full_field():
 
 def test_make_pair_identity_without_augmentation():
     hi = torch.randn(2, 1, 16, 16)
-    x1, u = D.make_pair(hi, crop=0, roll=False, upsample_mode="bicubic", generator=None)
+    x1, u = make_pair(hi, crop=0, roll=False, upsample_mode="bicubic", generator=None)
     assert torch.equal(x1, hi) and torch.allclose(u, upsample(avgpool2(hi), 2, "bicubic"))
 
 
@@ -137,14 +140,15 @@ def test_train_stream_normalized_and_keyed(demo_shards):
     m = read_manifest(demo_shards)
     urls = D.shard_list(demo_shards, m, "train")
     mean, std = normalization(m, "hi", ["velx", "jz"])
-    norm = D.Normalizer(np.asarray(mean, np.float32), np.asarray(std, np.float32))
+    norm = Normalizer(np.asarray(mean, np.float32), np.asarray(std, np.float32))
 
     def first(seed, rank, n=3):
-        s = D.TrainStream(
+        s = D.ShardStream(
             urls,
+            "hi.npy",
+            m["shapes"]["hi"],
             [1, 7],
             norm,
-            m["shapes"]["hi"],
             2,
             seed=seed,
             rank=rank,
@@ -157,9 +161,9 @@ def test_train_stream_normalized_and_keyed(demo_shards):
     a, b, c = first(0, 0), first(0, 0), first(0, 1)
     assert [x["keys"] for x in a] == [x["keys"] for x in b]  # same key -> same stream
     assert [x["keys"] for x in a] != [x["keys"] for x in c]  # another rank -> another stream
-    assert a[0]["hi"].shape == (2, 2, 256, 256) and a[0]["hi"].dtype == torch.float32
+    assert a[0]["x"].shape == (2, 2, 256, 256) and a[0]["x"].dtype == torch.float32
     # normalization with the train statistics: pooled over the train split, mean ~0 std ~1
-    allhi = torch.cat([x["hi"] for x in first(0, 0, 20)])
+    allhi = torch.cat([x["x"] for x in first(0, 0, 20)])
     assert abs(float(allhi.mean())) < 0.5 and 0.3 < float(allhi.std()) < 3
     raw_keys = {k for x in a for k in x["keys"]}
     assert all(
@@ -173,15 +177,15 @@ def test_decode_npy_errors():
     buf = io.BytesIO()
     np.save(buf, np.zeros((2, 4, 4), np.float64))
     with pytest.raises(ShardError, match="dtype float64"):
-        D.decode_npy(buf.getvalue(), "s0001_n00002", "hi.npy")
+        N.decode_npy(buf.getvalue(), "s0001_n00002", "hi.npy")
     buf = io.BytesIO()
     np.save(buf, np.zeros((2, 4, 4), ">f4"))
-    arr = D.decode_npy(buf.getvalue(), "k", "hi.npy", (2, 4, 4))
+    arr = N.decode_npy(buf.getvalue(), "k", "hi.npy", (2, 4, 4))
     assert arr.dtype == np.float32 and arr.dtype.isnative
     with pytest.raises(ShardError, match="shape"):
-        D.decode_npy(buf.getvalue(), "k", "hi.npy", (8, 4, 4))
+        N.decode_npy(buf.getvalue(), "k", "hi.npy", (8, 4, 4))
     with pytest.raises(ShardError, match="not a valid .npy"):
-        D.decode_npy(b"garbage", "k", "hi.npy")
+        N.decode_npy(b"garbage", "k", "hi.npy")
 
 
 def test_truncated_shard_counted_once_per_visit(demo_shards, tmp_path, caplog):
@@ -197,7 +201,7 @@ def test_truncated_shard_counted_once_per_visit(demo_shards, tmp_path, caplog):
             counter.visit(str(bad))
             yield {"url": str(bad)}
 
-    with caplog.at_level("WARNING", logger="mhdsr.train.data"):
+    with caplog.at_level("WARNING", logger="mhdsr.dataset.stream"):
         samples = list(wds.tarfile_to_samples(handler=counter)(urls()))
     assert samples == [] and counter.count == 3
     warned = [r.getMessage() for r in caplog.records]

@@ -1,7 +1,7 @@
 """Canonical channel names and their AthenaK sources.
 
 The order is fixed everywhere in mhdsr (arrays are ``(C, ny, nx)`` with C in this order):
-density, velx, vely, velz, Bx, By, Bz, jz. Geometry (DESIGN.md): x = x1 (radial, array
+density, velx, vely, velz, Bx, By, Bz, jz. Geometry (docs/design.md): x = x1 (radial, array
 columns), y = x2 (vertical, array rows), z = x3 (azimuthal, out of plane).
 """
 

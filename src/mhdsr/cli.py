@@ -1,7 +1,7 @@
 """The ``mhdsr`` console entry point: one program, one subcommand per pipeline stage.
 
-Each stage's ``cli`` module exposes ``register(subparsers)``; it must import only light modules
-at import time (torch and DeepSpeed are imported inside the handlers), so ``mhdsr --help`` and
+Each stage's ``cli`` module exposes ``register(subparsers)`` (built with the shared scaffolding of
+:mod:`mhdsr.command`); it must import only light modules at import time (torch and DeepSpeed are imported inside the handlers), so ``mhdsr --help`` and
 ``mhdsr athenak info`` start fast. User errors (:class:`~mhdsr.errors.MhdsrError`) print one
 ``error: ...`` line and exit with status 2; anything else is a bug and shows its traceback.
 """
@@ -43,36 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in STAGES:
         importlib.import_module(mod).register(sub)
     return parser
-
-
-def add_config_args(
-    p: argparse.ArgumentParser, *, print_config: bool = True, example: str = "output_dir=PATH"
-) -> None:
-    """``--config FILE``, ``key=value`` overrides and (optionally) ``--print-config``
-    (shared by every config-driven command; ``example`` shows typical overrides)."""
-    p.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help=f"dotted overrides applied after the file (YAML values), e.g. {example}",
-    )
-    if print_config:
-        p.add_argument(
-            "--print-config", action="store_true", help="print the resolved config and exit"
-        )
-
-
-def config_from_args(schema: type, args: argparse.Namespace) -> Any:
-    """Load and validate ``schema`` from ``--config`` + overrides; with ``--print-config`` print
-    the resolved YAML and return None (the caller then exits 0)."""
-    from mhdsr.config import load_config, to_yaml
-
-    cfg = load_config(schema, args.config, args.overrides)
-    if getattr(args, "print_config", False):
-        print(to_yaml(cfg), end="")
-        return None
-    return cfg
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -364,7 +364,7 @@ class AthenaKRun:
         return out
 
     def info(self, check: bool = True) -> dict[str, Any]:
-        """The ``mhdsr athenak info --json`` record (DESIGN.md command-line contract).
+        """The ``mhdsr athenak info --json`` record (docs/design.md command-line contract).
 
         Args:
             check: also read the first and last usable snapshots completely (meshblock coverage

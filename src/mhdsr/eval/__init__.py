@@ -1,18 +1,26 @@
-"""Evaluation of super-resolved fields against the truth (DESIGN.md, "Metrics").
+"""Evaluation of super-resolved fields against the truth and baselines (docs/design.md,
+"Metrics", "Baselines", "Sample-quality metrics beyond spectra").
 
-The maths lives in small pure numpy modules (float64 accumulation, no torch, no I/O):
+The maths lives in the pure numpy layer :mod:`mhdsr.analysis` (spectra and coherence, scores,
+PDFs, physics residuals, spline interpolation, Gaussian random fields). ``mhdsr eval`` is built
+on it, one concern per module:
 
-- :mod:`mhdsr.eval.spectra` -- shell-summed power spectra, spectral bands, per-band log errors.
-- :mod:`mhdsr.eval.metrics` -- RMSE / NRMSE, fair ensemble CRPS, spread/skill, histogram distances.
-- :mod:`mhdsr.eval.physics_checks` -- div B and jz consistency residuals (centred differences).
-
-``mhdsr eval`` (reads files, writes the report) is built on them:
-
-- :mod:`mhdsr.eval.config` -- the typed config; :mod:`mhdsr.eval.cli` -- the subcommand.
-- :mod:`mhdsr.eval.inputs` -- inference HDF5 headers, method labels, truth by key from shards.
-- :mod:`mhdsr.eval.evaluate` -- per-sim scores of methods, baselines, truth and input.
-- :mod:`mhdsr.eval.run` -- the pipeline: metrics.json, figures, report.md (atomic writes).
-- :mod:`mhdsr.eval.report` / :mod:`mhdsr.eval.figures` -- JSON hygiene, tables, markdown; PNGs.
+- :mod:`~mhdsr.eval.config` -- the typed config; :mod:`~mhdsr.eval.cli` -- the subcommand.
+- :mod:`~mhdsr.eval.inputs` -- inference HDF5 headers, method labels, truth by key from shards.
+- :mod:`~mhdsr.eval.planning` -- files -> one job per sim, panel plan, baseline inputs, orbits.
+- :mod:`~mhdsr.eval.registry` -- the metric registry; :mod:`~mhdsr.eval.metric_defs` -- the
+  built-in metrics (one function + one registration each).
+- :mod:`~mhdsr.eval.baselines` -- the baseline registry (bilinear, bicubic, spline,
+  spectral-noise, noise); :mod:`~mhdsr.eval.interp` -- numpy wrappers of the torch grid ops.
+- :mod:`~mhdsr.eval.fields` -- one snapshot's fields with cached FFTs / PDF samples, its target.
+- :mod:`~mhdsr.eval.reference` -- whole-split statistics (held-out reference, train spectra).
+- :mod:`~mhdsr.eval.scoring` -- per-snapshot rows of one sim (every curve, every metric).
+- :mod:`~mhdsr.eval.pooling` -- rows -> reported values per sim / group, time series.
+- :mod:`~mhdsr.eval.assemble` -- the metrics.json structure; :mod:`~mhdsr.eval.reading` -- the
+  automatic reading of the numbers.
+- :mod:`~mhdsr.eval.report` -- JSON hygiene, tables, summary.md and report.md;
+  :mod:`~mhdsr.eval.figures` / :mod:`~mhdsr.eval.report_figures` -- PNGs.
+- :mod:`~mhdsr.eval.run` -- :func:`~mhdsr.eval.run.run_eval`, the pipeline (atomic writes).
 
 Import the submodules directly; this package module imports nothing so that it stays light.
 """

@@ -1,4 +1,4 @@
-"""Typed configuration of ``mhdsr eval`` (DESIGN.md, "Command-line contract").
+"""Typed configuration of ``mhdsr eval`` (docs/design.md, "Command-line contract").
 
 Top-level keys ``samples``, ``shards`` and ``output_dir`` are the overrides the contract names.
 Every field has a one-line comment with its meaning; paths are relative to the working
@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mhdsr.config import require
+from mhdsr.eval.baselines import BASELINE_NAMES, BaselineName
 
-#: Baselines the evaluation knows (periodic upsampling of the same lo input, mhdsr.interpolant).
-BASELINES: tuple[str, ...] = ("bilinear", "bicubic")
+#: Baselines the evaluation knows (docs/design.md, "Baselines"; defined in mhdsr.eval.baselines).
+BASELINES: tuple[str, ...] = BASELINE_NAMES
 
 
 @dataclass
@@ -24,9 +25,14 @@ class EvalConfig:
     )
     shards: str = "runs/demo/shards"  # shard folder: pixel truth (by key), reference split
     output_dir: str = "runs/demo/eval"  # metrics.json, report.md and figures/*.png go here
-    baselines: list[str] = field(
-        default_factory=lambda: list(BASELINES)
-    )  # subset of bilinear, bicubic
+    # subset of bilinear, bicubic, spline, spectral-noise, noise (all by default); stochastic
+    # ones get as many members as the methods of the sim
+    baselines: list[BaselineName] = field(default_factory=lambda: list(BASELINES))
+    baseline_seed: int = (
+        0  # seed of the stochastic baselines' noise (keyed per sim/snapshot/member)
+    )
+    train_split: str = "train"  # hi split whose mean spectra define spectral-noise
+    train_max_snapshots: int = 512  # at most this many (evenly spaced) train snapshots for them
     max_panels: int = 4  # number of comparison-panel figures (snapshots), 0 = none
     progress: bool = True  # tqdm progress bar over sample files (stderr)
     # hi split whose mean spectrum is the reference of held-out (native lo) sims, and whose
@@ -35,10 +41,13 @@ class EvalConfig:
     # at most this many values per channel and side enter the domain-gap histogram distances
     # (an even pixel stride over all snapshots keeps memory bounded at full scale)
     hist_max_values: int = 2_000_000
+    # at most this many (evenly spaced) reference snapshots enter its PDFs, flatness and physics
+    # floor (its mean spectrum and the domain gap use all of them)
+    reference_pdf_snapshots: int = 256
 
     def validate(self) -> None:
         """Raises ConfigError naming the key (file-system checks happen when the run starts)."""
-        for key in ("samples", "shards", "output_dir", "reference_split"):
+        for key in ("samples", "shards", "output_dir", "reference_split", "train_split"):
             val = getattr(self, key)
             require(bool(val and val.strip()), key, "a non-empty string", val)
         require(
@@ -49,6 +58,8 @@ class EvalConfig:
             self.baselines,
         )
         require(self.max_panels >= 0, "max_panels", "an integer >= 0", self.max_panels)
+        for key in ("train_max_snapshots", "reference_pdf_snapshots"):
+            require(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
         require(
             self.hist_max_values >= 1000,
             "hist_max_values",

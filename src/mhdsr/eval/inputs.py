@@ -7,7 +7,7 @@
   from an index of the tar headers (one pass over each needed split, no decompression: the
   shards are plain tars), so the truth of one sim is read without streaming a whole split.
 
-Formats: DESIGN.md, "Formats" (inference output and shard samples).
+Formats: docs/design.md, "Formats" (inference output and shard samples).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _plain(v: Any) -> Any:
 
 @dataclass
 class SampleFile:
-    """Header of one inference file (DESIGN.md, "Formats"); the arrays stay on disk.
+    """Header of one inference file (docs/design.md, "Formats"); the arrays stay on disk.
 
     Attributes:
         path: the file; ``rel`` its path relative to the samples folder.
@@ -289,7 +289,7 @@ class ShardTruth:
 
     Args:
         root: the shard folder (holding ``manifest.json``).
-        manifest: its manifest (:func:`mhdsr.shard_builder.manifest.read_manifest`).
+        manifest: its manifest (:func:`mhdsr.dataset.manifest.read_manifest`).
     """
 
     root: Path
@@ -324,7 +324,7 @@ class ShardTruth:
         """
         if split in self._index:
             return self._index[split]
-        from mhdsr.shard_builder.manifest import shard_paths
+        from mhdsr.dataset.manifest import shard_paths
 
         try:
             paths = shard_paths(self.root, self.manifest, split)

@@ -3,9 +3,11 @@
 - :func:`clean` makes a nested structure JSON-safe: numpy scalars/arrays become Python numbers
   and lists, and every non-finite number becomes ``null`` with a reason recorded next to it
   (``null_reasons: {key: reason}`` in the enclosing object), so the file has no NaN/Infinity.
-- :func:`summary_table` is the compact per-channel table (RMSE and generated-band spectral error
-  of each method next to the baselines) printed to stdout and pasted into the report.
-- :func:`report_markdown` renders report.md from the metrics and the figure list.
+- :func:`summary_table`: per group, one compact table per summary metric of the registry
+  (generated-band error, transition-band coherence, ensemble-mean NRMSE, CRPS, jz PDF distance),
+  every method next to every baseline; printed to stdout and pasted into the report.
+- :func:`report_markdown` renders report.md: the definitions, the tables and their reading
+  (:mod:`mhdsr.eval.reading`) are all generated from the metric registry.
 """
 
 from __future__ import annotations
@@ -16,52 +18,21 @@ from typing import Any
 
 import numpy as np
 
-NULL_KEY = "null_reasons"
+from mhdsr.eval.reading import curves_of, fmt, get, score
+from mhdsr.eval.registry import NULL_KEY, TABLES, Metric, in_table, registered
 
-#: One line per metric, for the report (DESIGN.md, "Metrics").
-METRIC_LINES = (
-    (
-        "RMSE",
-        "sqrt(mean over the grid of (pred - truth)^2), per snapshot; single samples are "
-        "averaged over members, then everything over snapshots (physical units).",
-    ),
-    (
-        "NRMSE",
-        "RMSE / std(truth) of the same snapshot (dimensionless; 1 = as bad as predicting "
-        "the truth's mean).",
-    ),
-    (
-        "RMSE of the ensemble mean",
-        "RMSE of the member average (lower than single samples when "
-        "members scatter around the truth).",
-    ),
-    (
-        "CRPS (fair)",
-        "mean_i |x_i - y| - sum_ij |x_i - x_j| / (2 n (n-1)) per pixel, grid mean "
-        "(Ferro 2014); 0 for a perfect ensemble, physical units.",
-    ),
-    (
-        "spread/skill",
-        "sqrt(1 + 1/n) * spread / skill, spread = sqrt(mean member variance, "
-        "ddof=1), skill = RMSE of the ensemble mean, pooled over snapshots; 1 = calibrated, < 1 "
-        "under-dispersed.",
-    ),
+#: Definitions that are not per-snapshot metrics (the registry provides the rest).
+EXTRA_LINES = (
     (
         "E(k)",
         "shell-summed power spectrum, F = fft2(f)/N^2, E(k) = sum of |F|^2 over "
         "round(|k|) = k, k = 1..N/2 in units of 2 pi/L; averaged over snapshots and members; "
-        "the lo input on its own grid.",
+        "the lo input on its own grid; the shaded band on the spectra figures is the ensemble "
+        "spread (member min..max, averaged over snapshots).",
     ),
     (
-        "band spectral error",
-        "mean over k in the band of |log10(E_pred(k)/E_ref(k))| on the "
-        "snapshot-averaged spectra (0 = identical; 0.3 = a factor 2).",
-    ),
-    ("div B", "rms(dBx/dx + dBy/dy) / rms(jz), periodic centred differences (as AthenaK)."),
-    (
-        "jz vs curl B",
-        "rms(jz - (dBy/dx - dBx/dy)) / rms(jz), same differences; ~0 for AthenaK "
-        "output on its own grid.",
+        "orbits",
+        "times are given in orbits, t / (2 pi / Omega), Omega = omega0 of the input deck (1).",
     ),
     (
         "domain gap",
@@ -147,85 +118,161 @@ def check_clean(obj: Any, where: str = "metrics") -> None:
         raise ValueError(f"{where} is not finite: {obj}")
 
 
-def fmt(v: Any) -> str:
-    """A number in 3 significant digits, ``—`` for a missing one."""
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
-
-
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(fmt(x) for x in row) + " |" for row in rows]
+    lines += [
+        "| " + " | ".join(x if isinstance(x, str) else fmt(x) for x in row) + " |" for row in rows
+    ]
     return "\n".join(lines)
 
 
-def _get(d: Mapping[str, Any], *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, Mapping) or p not in d:
-            return None
-        d = d[p]
-    return d
+def _values_row(
+    m: Metric, summ: Mapping[str, Any], curves: Sequence[str], ch: str, target: Any
+) -> list[str]:
+    """Formatted values of one metric and channel across ``curves``; the best one in bold."""
+    vals = [get(summ, (c, ch, *m.path())) for c in curves]
+    t = float(target) if isinstance(target, (int, float)) else None
+    scores = [score(m, float(v), t) if isinstance(v, (int, float)) else None for v in vals]
+    ok = [s for s in scores if s is not None]
+    best = min(ok) if len(ok) > 1 else None
+    return [
+        f"**{fmt(v)}**" if best is not None and s == best else fmt(v) for v, s in zip(vals, scores)
+    ]
+
+
+def _has(summ: Mapping[str, Any], curve: str, m: Metric, channels: Sequence[str]) -> bool:
+    """Whether a curve reports metric ``m`` (a value or a null with its reason)."""
+    for ch in channels:
+        parent = get(summ, (curve, ch, *m.path()[:-1]))
+        if isinstance(parent, Mapping) and m.path()[-1] in parent:
+            return True
+    return False
+
+
+def _metric_table(
+    metrics: Mapping[str, Any], group: str, ms: Sequence[Metric], *, with_metric: bool
+) -> str | None:
+    """Markdown table of metrics ``ms`` in one group: rows channel (x metric), columns curves
+    (+ the target's value for metrics compared with it); ``None`` if nothing to show."""
+    summ = metrics["summary"].get(group, {})
+    methods, baselines = curves_of(metrics, group)
+    chans = metrics["channels"]
+    curves = [c for c in methods + baselines if any(_has(summ, c, m, chans) for m in ms)]
+    if not curves:
+        return None
+    targets = metrics.get("targets", {}).get(group, {})
+    tname = "truth" if group != "heldout" else "reference"
+    with_target = any(m.better == "truth" for m in ms)
+    header = ["channel"] + (["metric"] if with_metric else []) + curves
+    header += [tname] if with_target else []
+    rows = []
+    for ch in chans:
+        for m in ms:
+            if m.channels is not None and ch not in m.channels:
+                continue
+            tv = get(targets.get("metrics", {}), (ch, *m.path()))
+            row = [ch] + ([m.label] if with_metric else []) + _values_row(m, summ, curves, ch, tv)
+            if all(v == "—" for v in row[-len(curves) :]):
+                continue
+            rows.append(row + ([fmt(tv) if m.better == "truth" else ""] if with_target else []))
+    return _table(header, rows) if rows else None
+
+
+def summary_metrics() -> list[Metric]:
+    """The registered metrics shown in summary.md (``summary=True``)."""
+    return [m for m in registered() if m.summary and m.per_channel]
 
 
 def summary_table(metrics: Mapping[str, Any]) -> str:
-    """Compact markdown tables, one per group: per channel, RMSE (groups with pixel truth) and
-    generated-band spectral error of each method next to the baselines."""
+    """summary.md / stdout: per group, one compact table per summary metric (rows channels,
+    columns every method and baseline; the best value of a row in bold)."""
     out = []
-    curves_all = [m["name"] for m in metrics["methods"]] + list(metrics["baselines"])
     for group, info in metrics["groups"].items():
-        summ = metrics["summary"].get(group, {})
-        curves = [c for c in curves_all if c in summ]
-        header = ["channel"]
-        if info["truth"]:
-            header += [f"RMSE {c}" for c in curves]
-        header += [f"gen. err {c}" for c in curves]
-        rows = []
-        for ch in metrics["channels"]:
-            row: list[Any] = [ch]
-            if info["truth"]:
-                row += [_get(summ, c, ch, "rmse") for c in curves]
-            row += [_get(summ, c, ch, "spectral_error", "generated") for c in curves]
-            rows.append(row)
-        out.append(f"### {group}: {info['description']}\n\n" + _table(header, rows))
+        parts = [f"### {group}: {info['description']}"]
+        for m in summary_metrics():
+            t = _metric_table(metrics, group, [m], with_metric=False)
+            if t is not None:
+                sense = {"lower": "lower is better", "higher": "higher is better",
+                         "one": "1 is best", "truth": "closest to the truth is best",
+                         "none": "no ranking"}[m.better]  # fmt: skip
+                parts.append(f"**{m.label}** ({sense})\n\n{t}")
+        out.append("\n\n".join(parts))
     return "\n\n".join(out)
 
 
+def _reading_block(lines: Sequence[str]) -> str:
+    return "\n".join(f"- {x}" for x in lines)
+
+
 def _group_details(metrics: Mapping[str, Any], group: str) -> str:
-    info = metrics["groups"][group]
-    summ = metrics["summary"].get(group, {})
+    readings = metrics.get("readings", {}).get(group, {})
     parts = []
-    for curve, per_ch in summ.items():
-        cols = ["rmse", "nrmse"]
-        if any("crps" in v for v in per_ch.values()):
-            cols += ["rmse_ensemble_mean", "nrmse_ensemble_mean", "crps", "spread_skill"]
-        if not info["truth"]:
-            cols = []
-        bands = ["resolved", "transition", "generated"]
-        header = ["channel", *cols, *(f"{b} err" for b in bands)]
-        rows = [
-            [
-                ch,
-                *(per_ch[ch].get(c) for c in cols),
-                *(_get(per_ch, ch, "spectral_error", b) for b in bands),
-            ]
-            for ch in metrics["channels"]
-        ]
-        parts.append(f"**{curve}**\n\n" + _table(header, rows))
+    for table, title in TABLES.items():
+        ms = [m for m in in_table(table) if m.per_channel]
+        t = _metric_table(metrics, group, ms, with_metric=True) if ms else None
+        if t is None:
+            continue
+        parts.append(f"### {title}\n\n{t}")
+        if readings.get(table):
+            parts.append("Reading:\n\n" + _reading_block(readings[table]))
+    goal = _goal_tables(metrics, group)
+    if goal:
+        parts.append(goal)
+        if readings.get("goal"):
+            parts.append("Reading:\n\n" + _reading_block(readings["goal"]))
     return "\n\n".join(parts)
+
+
+#: At most this many snapshots per method in the per-snapshot goal table (the worst ones).
+GOAL_ROWS = 20
+
+
+def _goal_tables(metrics: Mapping[str, Any], group: str) -> str | None:
+    goal = get(metrics, ("goals", "transition_coherence"))
+    per_method = get(goal, ("groups", group)) if goal and goal.get("available") else None
+    if not per_method:
+        return None
+    chans = metrics["channels"]
+    rows = []
+    for name, g in per_method.items():
+        snaps = g["per_snapshot"]
+        if len(snaps) > GOAL_ROWS:
+            snaps = sorted(snaps, key=lambda s: min(s["diff"].values()))[:GOAL_ROWS]
+        for s in snaps:
+            rows.append(
+                [name, f"{s['sim']} n{s['snapshot']}", fmt(s["orbit"])]
+                + [fmt(s["diff"][ch]) for ch in chans]
+            )
+        rows.append(
+            [f"**{name}**", "**min**", ""]
+            + [
+                ("" if v["pass"] else "✗ ") + f"**{fmt(v['min_diff'])}**"
+                for v in (g["channels"][ch] for ch in chans)
+            ]
+        )
+    head = (
+        f"### Transition-band coherence minus spline's, per snapshot\n\nGoal: {goal['rule']}; "
+        f"✗ marks a channel below -{goal['margin']}"
+        + (
+            f" (the {GOAL_ROWS} worst snapshots per method are listed)"
+            if any(len(g["per_snapshot"]) > GOAL_ROWS for g in per_method.values())
+            else ""
+        )  # fmt: skip
+        + ".\n\n"
+    )
+    return head + _table(["method", "snapshot", "orbit", *chans], rows)
 
 
 def _physics_table(metrics: Mapping[str, Any]) -> str:
     phys = metrics["physics"]
     if not phys.get("groups"):
         return phys.get("note", "not computed")
+    ms = [m for m in registered() if not m.per_channel]
     rows = []
     for group, curves in phys["groups"].items():
         for curve, v in curves.items():
-            rows.append([group, curve, v.get("div_b"), v.get("jz_curl_b")])
-    return _table(["group", "fields", "div B / rms jz", "rms(jz - curl B) / rms jz"], rows)
+            rows.append([group, curve, *(v.get(m.name) for m in ms)])
+    return _table(["group", "fields", *(m.label for m in ms)], rows)
 
 
 def _domain_gap_text(metrics: Mapping[str, Any]) -> str:
@@ -241,13 +288,15 @@ def _domain_gap_text(metrics: Mapping[str, Any]) -> str:
             v["std_reference"],
             v["w1_norm"],
             v["ks"],
-            _get(v, "spectral_error", "resolved"),
-            _get(v, "spectral_error", "transition"),
+            get(v, ("spectral_error", "resolved")),
+            get(v, ("spectral_error", "transition")),
         ]
         for ch, v in dg["channels"].items()
     ]
+    orb = dg.get("reference_orbit_range")
+    when = f", orbits {fmt(orb[0])}–{fmt(orb[1])}" if orb else ""
     head = (
-        f"Native lo: {dg['native']}. Reference: {dg['reference']}. Histograms from "
+        f"Native lo: {dg['native']}. Reference: {dg['reference']}{when}. Histograms from "
         f"{dg['hist_values']['native']} / {dg['hist_values']['reference']} values per channel.\n\n"
     )
     return head + _table(
@@ -266,8 +315,20 @@ def _domain_gap_text(metrics: Mapping[str, Any]) -> str:
     )
 
 
+def metric_lines() -> list[str]:
+    """The report's definition list: every registered metric (by table) and the extra terms."""
+    lines = []
+    for table, title in TABLES.items():
+        ms = in_table(table)
+        if ms:
+            lines.append(f"- {title}:")
+            lines += [f"  - **{m.label}** (`{m.name}`): {m.definition}" for m in ms]
+    lines += [f"- **{name}**: {text}" for name, text in EXTRA_LINES]
+    return lines
+
+
 def report_markdown(metrics: Mapping[str, Any], figures: Sequence[str]) -> str:
-    """report.md text: inputs, metric definitions, tables, links to ``figures`` (relative paths)."""
+    """report.md text: inputs, metric definitions, tables with their reading, figure links."""
     g = metrics["grids"]
     res, tra, gen = (
         [fmt(x) for x in g["bands"][k]] for k in ("resolved", "transition", "generated")
@@ -289,18 +350,27 @@ def report_markdown(metrics: Mapping[str, Any], figures: Sequence[str]) -> str:
             f"{s.get('nfe')}, grid {s.get('grid')}), weights {m.get('weights')}, checkpoint step "
             f"{m.get('checkpoint_step')}, {m['ensemble_size']} member(s), sims {len(m['sims'])}"
         )
-    baselines = ", ".join(metrics["baselines"]) or "none"
-    lines.append(f"- baselines: {baselines} (periodic upsampling of the same input)")
+    bdefs = metrics.get("baseline_definitions", {})
+    if metrics["baselines"]:
+        lines.append("- baselines (computed from the same lo inputs):")
+        for b in metrics["baselines"]:
+            d = bdefs.get(b, {})
+            kind = "stochastic, as many members as the methods" if d.get("stochastic") else (
+                "deterministic")  # fmt: skip
+            lines.append(f"  - **{b}** ({kind}): {d.get('description', '')}")
+    else:
+        lines.append("- baselines: none")
     lines += [
         "",
         "## Metrics",
         "",
         f"Bands relative to the lo grid's Nyquist k_n = N_lo/2 = {fmt(g['k_n'])} "
         f"(N_lo = {g['n_lo']}, N_hi = {g['n_hi']}): resolved [{res[0]}, {res[1]}), "
-        f"transition [{tra[0]}, {tra[1]}), generated [{gen[0]}, {gen[1]}].",
+        f"transition [{tra[0]}, {tra[1]}), generated [{gen[0]}, {gen[1]}]. Bold = the best "
+        "value of a row.",
         "",
+        *metric_lines(),
     ]
-    lines += [f"- **{name}**: {text}" for name, text in METRIC_LINES]
     lines += ["", "## Summary", "", summary_table(metrics), ""]
     for group, info in metrics["groups"].items():
         lines += [
@@ -311,8 +381,13 @@ def report_markdown(metrics: Mapping[str, Any], figures: Sequence[str]) -> str:
             _group_details(metrics, group),
             "",
         ]
+    readings = metrics.get("readings", {})
     lines += ["## Physics consistency", "", _physics_table(metrics), ""]
+    if readings.get("physics"):
+        lines += ["Reading:", "", _reading_block(readings["physics"]), ""]
     lines += ["## Domain gap", "", _domain_gap_text(metrics), ""]
+    if readings.get("domain_gap"):
+        lines += ["Reading:", "", _reading_block(readings["domain_gap"]), ""]
     if metrics.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in metrics["notes"]] + [""]
     lines += ["## Figures", ""]

@@ -32,7 +32,7 @@ _ROUTING = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mhdsr.cli import add_config_args
+    from mhdsr.command import add_config_args
 
     p = sub.add_parser(
         "launch",
@@ -89,7 +89,8 @@ def _target_schema(kind: str) -> type:
 
 def _run(args: argparse.Namespace) -> int:
     from mhdsr.config import load_config, to_yaml
-    from mhdsr.launch import launcher
+    from mhdsr.launch import status as launch_status
+    from mhdsr.launch import submit as launcher
     from mhdsr.launch.config import executor_parameters, load_launch_config, split_overrides
 
     schema = _target_schema(args.kind)
@@ -123,13 +124,13 @@ def _run(args: argparse.Namespace) -> int:
             return 0
     print(launcher.describe(sub, launch), flush=True)
     if launch.executor == "debug":
-        print(launcher.format_status(launcher.read_status(sub.job_dir)))
+        print(launch_status.format_status(launch_status.read_status(sub.job_dir)))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from mhdsr.launch import launcher
+    from mhdsr.launch import status as launch_status
 
-    st = launcher.read_status(args.job_dir)
-    print(launcher.format_status(st))
+    st = launch_status.read_status(args.job_dir)
+    print(launch_status.format_status(st))
     return 1 if st["unreadable"] else 0

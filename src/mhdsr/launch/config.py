@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -29,7 +29,7 @@ from mhdsr.config import load_config, require
 from mhdsr.errors import ConfigError
 
 #: executors accepted by ``executor`` (submitit's SLURM, local-subprocess and in-process ones)
-EXECUTORS = ("slurm", "local", "debug")
+Executor = Literal["slurm", "local", "debug"]
 
 _UNIT_TIME = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?:in)?)?(?:(\d+)s)?$")
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
@@ -89,48 +89,50 @@ def format_minutes(minutes: int) -> str:
 class LaunchConfig:
     """``mhdsr launch`` settings (one job for training, one job array for sampling)."""
 
-    executor: str = (
-        "slurm"  # slurm | local (subprocesses on this machine) | debug (in this process)
-    )
-    time: str = (
-        "4h"  # wall-clock limit per job run: 24h, 90m, 1d12h, 1-00:00:00 or minutes; always sent
-    )
-    nodes: int = 1  # training nodes (sampling array tasks always use one node)
-    gpus_per_node: int = 0  # GPUs per node; training runs one task (rank) per GPU
-    tasks_per_node: int = (
-        0  # ranks per node; 0 = gpus_per_node (1 without GPUs); set it on CPU-only clusters
-    )
-    cpus_per_task: int = 4  # CPUs per rank (data workers + 1)
-    mem_gb: float = 0.0  # memory per node in GB (0 = the partition's default)
-    partition: str = ""  # SLURM partition ("" = cluster default)
-    account: str = ""  # SLURM account ("" = user default)
-    qos: str = ""  # SLURM quality of service ("" = none)
-    constraint: str = ""  # SLURM node features, e.g. "a100|h100" ("" = none)
-    exclusive: bool = False  # whole nodes for the job
-    job_name: str = ""  # "" = mhdsr-train / mhdsr-sample
-    job_dir: str = ""  # submitit folder (logs, pickles, resolved configs); "" = <run_dir>/jobs or <output_dir>/jobs
-    signal_delay_s: int = (
-        120  # USR2 this many seconds before the time limit (SLURM may send it up to 60 s earlier)
-    )
-    max_requeues: int = (
-        3  # requeues after a TIME LIMIT before giving up (preemptions requeue without limit)
-    )
-    array_parallelism: int = 16  # sampling: array tasks running at once
-    sims_per_task: int = (
-        1  # sampling: simulations per array task (array size = ceil(pending-work / this))
-    )
-    max_array_size: int = (
-        1001  # sampling: SLURM MaxArraySize; arrays never exceed it (tasks take more sims)
-    )
-    additional_parameters: dict[str, str] = field(
-        default_factory=dict
-    )  # extra sbatch options, e.g. {mail-type: END}
-    setup: list[str] = field(
-        default_factory=list
-    )  # shell lines run before srun, verbatim (e.g. "module load cuda/12.4")
-    srun_args: list[str] = field(
-        default_factory=list
-    )  # extra srun arguments, one list item per argument
+    #: slurm | local (subprocesses on this machine) | debug (in this process)
+    executor: Executor = "slurm"
+    #: wall-clock limit per job run: 24h, 90m, 1d12h, 1-00:00:00 or minutes; always sent
+    time: str = "4h"
+    #: training nodes (sampling array tasks always use one node)
+    nodes: int = 1
+    #: GPUs per node; training runs one task (rank) per GPU
+    gpus_per_node: int = 0
+    #: ranks per node; 0 = gpus_per_node (1 without GPUs); set it on CPU-only clusters
+    tasks_per_node: int = 0
+    #: CPUs per rank (data workers + 1)
+    cpus_per_task: int = 4
+    #: memory per node in GB (0 = the partition's default)
+    mem_gb: float = 0.0
+    #: SLURM partition ("" = cluster default)
+    partition: str = ""
+    #: SLURM account ("" = user default)
+    account: str = ""
+    #: SLURM quality of service ("" = none)
+    qos: str = ""
+    #: SLURM node features, e.g. "a100|h100" ("" = none)
+    constraint: str = ""
+    #: whole nodes for the job
+    exclusive: bool = False
+    #: "" = mhdsr-train / mhdsr-sample
+    job_name: str = ""
+    #: submitit folder (logs, pickles, resolved configs); "" = <run_dir>/jobs or <output_dir>/jobs
+    job_dir: str = ""
+    #: USR2 this many seconds before the time limit (SLURM may send it up to 60 s earlier)
+    signal_delay_s: int = 120
+    #: requeues after a TIME LIMIT before giving up (preemptions requeue without limit)
+    max_requeues: int = 3
+    #: sampling: array tasks running at once
+    array_parallelism: int = 16
+    #: sampling: simulations per array task (array size = ceil(pending-work / this))
+    sims_per_task: int = 1
+    #: sampling: SLURM MaxArraySize; arrays never exceed it (tasks take more sims)
+    max_array_size: int = 1001
+    #: extra sbatch options, e.g. {mail-type: END}
+    additional_parameters: dict[str, str] = field(default_factory=dict)
+    #: shell lines run before srun, verbatim (e.g. "module load cuda/12.4")
+    setup: list[str] = field(default_factory=list)
+    #: extra srun arguments, one list item per argument
+    srun_args: list[str] = field(default_factory=list)
 
     @property
     def timeout_min(self) -> int:
@@ -142,7 +144,6 @@ class LaunchConfig:
         return self.tasks_per_node or self.gpus_per_node or 1
 
     def validate(self) -> None:
-        require(self.executor in EXECUTORS, "launch.executor", " | ".join(EXECUTORS), self.executor)
         minutes = self.timeout_min  # raises ConfigError on a bad time
         require(self.nodes >= 1, "launch.nodes", "an integer >= 1", self.nodes)
         require(
@@ -294,7 +295,13 @@ def load_launch_config(path: str | Path | None, overrides: Sequence[str] = ()) -
         ConfigError: missing file, unknown key, wrong type or invalid value (names the key).
     """
     raw = _raw_time(path, overrides)
-    cfg = load_config(LaunchConfig, path, overrides)
+    try:
+        cfg = load_config(LaunchConfig, path, overrides)
+    except ConfigError as e:  # launch keys share the command line with train/sample keys
+        msg = str(e)
+        if "config key 'launch." not in msg:
+            msg = msg.replace("config key '", "config key 'launch.", 1)
+        raise ConfigError(msg) from None
     if raw is not None and raw != cfg.time:
         cfg.time = raw
         cfg.validate()

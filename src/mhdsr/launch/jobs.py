@@ -8,7 +8,7 @@ Requeue contract (submitit): on the USR2 signal before the time limit, or on pre
 rank 0 calls ``checkpoint()``, pickles what it returns, runs ``scontrol requeue`` and exits; the
 other ranks are stopped by SLURM. No collective runs in that handler: training saves checkpoints
 periodically (``checkpoint.every``) and a restarted job resumes from the NEWEST complete one on
-disk (:func:`mhdsr.train.loop.train` reads ``run_dir``), not from one fixed at submission.
+disk (:func:`mhdsr.train.task.train` reads ``run_dir``), not from one fixed at submission.
 Sampling tasks skip completed files, so a restarted array task redoes only what is missing.
 """
 
@@ -39,7 +39,7 @@ class TrainJob(Checkpointable):
     Each task exports the torch.distributed variables (``MASTER_ADDR``, ``MASTER_PORT``,
     ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``) from its submitit/SLURM
     environment, without narrowing ``CUDA_VISIBLE_DEVICES`` (DeepSpeed selects the GPU from
-    ``LOCAL_RANK``), then calls :func:`mhdsr.train.loop.train`, the entry of ``mhdsr train``.
+    ``LOCAL_RANK``), then calls :func:`mhdsr.train.task.train`, the entry of ``mhdsr train``.
 
     Args:
         train_config: the resolved :class:`~mhdsr.train.config.TrainConfig` as a plain dict
@@ -50,7 +50,7 @@ class TrainJob(Checkpointable):
         self.train_config = train_config
 
     def __call__(self) -> dict[str, Any]:
-        """Train (or resume) to ``max_steps``; returns :func:`~mhdsr.train.loop.train`'s summary."""
+        """Train (or resume) to ``max_steps``; returns :func:`~mhdsr.train.task.train`'s summary."""
         # Values inherited from the submitting shell (e.g. inside salloc) are stale: overwrite.
         dist = submitit.helpers.TorchDistributedEnvironment().export(
             set_cuda_visible_devices=False, overwrite=True
@@ -61,7 +61,7 @@ class TrainJob(Checkpointable):
         )
         from mhdsr.config import from_dict
         from mhdsr.train.config import TrainConfig
-        from mhdsr.train.loop import train
+        from mhdsr.train.task import train
 
         return train(from_dict(TrainConfig, self.train_config))
 

@@ -25,16 +25,26 @@ class ModelConfig:
     ``1 / 2**l`` of the input resolution, so H and W must be divisible by ``2**(len(mults) - 1)``.
     """
 
-    channels: int = 8  # physical channels C (DESIGN.md: 8, canonical order)
-    width: int = 128  # base channel count (level 0); also the sinusoidal time-embedding size
-    mults: list[int] = field(default_factory=lambda: [1, 2, 2, 2])  # channel multiplier per level
-    blocks_per_level: int = 2  # residual blocks per encoder level (decoder: one more, ADM-style)
-    attn_levels: list[int] = field(default_factory=lambda: [2, 3])  # level indices, 0 = finest
-    attn_head_dim: int = 64  # channels per attention head (heads = level channels / head_dim)
-    dropout: float = 0.0  # dropout probability inside residual blocks, in [0, 1)
-    groups: int = 32  # GroupNorm groups; must divide every level's channel count
-    time_emb_mult: int = 4  # time-embedding MLP width = time_emb_mult * width
-    grad_checkpointing: bool = False  # recompute residual/attention blocks in backward (memory)
+    #: physical channels C (docs/design.md: 8, canonical order)
+    channels: int = 8
+    #: base channel count (level 0); also the sinusoidal time-embedding size
+    width: int = 128
+    #: channel multiplier per level
+    mults: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
+    #: residual blocks per encoder level (decoder: one more, ADM-style)
+    blocks_per_level: int = 2
+    #: level indices, 0 = finest
+    attn_levels: list[int] = field(default_factory=lambda: [2, 3])
+    #: channels per attention head (heads = level channels / head_dim)
+    attn_head_dim: int = 64
+    #: dropout probability inside residual blocks, in [0, 1)
+    dropout: float = 0.0
+    #: GroupNorm groups; must divide every level's channel count
+    groups: int = 32
+    #: time-embedding MLP width = time_emb_mult * width
+    time_emb_mult: int = 4
+    #: recompute residual/attention blocks in backward (memory)
+    grad_checkpointing: bool = False
 
     @property
     def num_levels(self) -> int:

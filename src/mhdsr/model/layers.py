@@ -1,7 +1,7 @@
 """Building blocks of the UNet: periodic convolutions, time embedding, residual and attention blocks.
 
 Every spatial convolution pads circularly (``padding_mode="circular"``) because the shearing-box
-fields are periodic in both in-plane axes (DESIGN.md, Geometry): the network is then exactly
+fields are periodic in both in-plane axes (docs/design.md, Geometry): the network is then exactly
 translation-equivariant on the torus for shifts by multiples of its total downsampling factor.
 Tensors are ``(B, C, H, W)``; ``emb`` is the (already activated) time embedding ``(B, E)``.
 """

@@ -11,7 +11,7 @@ Architecture (Ho et al. 2020; Dhariwal & Nichol 2021, "ADM"), for ``L = len(mult
 Every encoder activation (conv_in, each block, each downsample) is a skip consumed by one decoder
 block. The flow time enters through a sinusoidal embedding and an MLP, and modulates every
 ResBlock by FiLM after its second GroupNorm. All spatial convolutions pad circularly (periodic
-domain, DESIGN.md), so the network commutes with rolls by multiples of ``2**(L-1)`` pixels.
+domain, docs/design.md), so the network commutes with rolls by multiples of ``2**(L-1)`` pixels.
 
 Zero initialisation (ADM/EDM practice): ``conv_out``, the last conv of every ResBlock and the
 output projection of every attention block start at zero. Hence the initial velocity is exactly
@@ -44,7 +44,7 @@ class _Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """Velocity network of the stochastic interpolant (DESIGN.md, The method).
+    """Velocity network of the stochastic interpolant (docs/design.md, The method).
 
     Args:
         cfg: the architecture; validated here (raises ConfigError on bad values).

@@ -1,14 +1,14 @@
-"""Sampling: time grids, ODE/SDE samplers and reproducible per-sample noise (DESIGN.md, "The
+"""Sampling: time grids, ODE/SDE samplers and reproducible per-sample noise (docs/design.md, "The
 method"), plus bulk inference to HDF5.
 
-* :mod:`mhdsr.sample.timegrid` - ``time_grid(n_steps, kind)``: linear / quadratic / EDM grids.
-* :mod:`mhdsr.sample.samplers` - ``euler``, ``heun``, ``euler_maruyama``; ``SAMPLERS``,
+* :mod:`mhdsr.method.timegrid` - ``time_grid(n_steps, kind)``: linear / quadratic / EDM grids.
+* :mod:`mhdsr.method.samplers` - ``euler``, ``heun``, ``euler_maruyama``; ``SAMPLERS``,
   ``get_sampler(name)``, ``sample(name, model, u, ...)``, NFE counting.
-* :mod:`mhdsr.sample.noise` - ``generator_for(seed, *key)``, ``PerSampleNoise``: noise that does
+* :mod:`mhdsr.method.noise` - ``generator_for(seed, *key)``, ``PerSampleNoise``: noise that does
   not depend on batch size, order or world size.
 * :mod:`mhdsr.sample.bulk` - ``run_sample(cfg)``, ``list_work``, ``status``: ``mhdsr sample``,
   one HDF5 file per sim (:mod:`~mhdsr.sample.h5out`), inputs from shards or AthenaK runs
-  (:mod:`~mhdsr.sample.inputs`), exported model (:mod:`~mhdsr.sample.model_io`), config schema
+  (:mod:`~mhdsr.sample.inputs`), exported model (:mod:`~mhdsr.model.inference`), config schema
   (:mod:`~mhdsr.sample.config`), command line (:mod:`~mhdsr.sample.cli`).
 
 This package ``__init__`` imports nothing, so ``import mhdsr.sample.<module>`` stays cheap.

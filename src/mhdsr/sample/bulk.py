@@ -1,14 +1,14 @@
 """Bulk inference: every selected snapshot of every input sim, ``ensemble`` members each, to one
-HDF5 file per sim (DESIGN.md "Formats"; layout in :mod:`mhdsr.sample.h5out`).
+HDF5 file per sim (docs/design.md "Formats"; layout in :mod:`mhdsr.sample.h5out`).
 
-Per snapshot (DESIGN.md "The method"): ``lo`` in physical units (:mod:`mhdsr.sample.inputs`),
+Per snapshot (docs/design.md "The method"): ``lo`` in physical units (:mod:`mhdsr.sample.inputs`),
 ``u = Up((lo - mean) / std)`` with the export's normalization and upsampling mode, ``x`` from
 the sampler started at ``u + sigma * eps``, output ``x * std + mean`` (physical units).
 
 Reproducibility: member ``m`` of snapshot ``n`` of the sim with seed ``s`` draws all its noise
 (the start and, for the SDE, every step) from its own generator keyed ``(seed, s, n, m)``
-(:class:`~mhdsr.sample.noise.PerSampleNoise`), and the network evaluates each sample
-independently of its batch (:func:`~mhdsr.sample.model_io.batch_invariant_linears`). So the
+(:class:`~mhdsr.method.noise.PerSampleNoise`), and the network evaluates each sample
+independently of its batch (:func:`~mhdsr.model.inference.batch_invariant_linears`). So the
 samples do not depend on ``batch_size``, the order of work or the number of tasks. On the CPU
 they are bit-identical across task splits always, and across batch sizes at the tested field
 sizes (128^2, 256^2); at tiny fields (16^2) oneDNN picks batch-size-dependent convolution
@@ -17,7 +17,7 @@ kernels, a float32 rounding-level difference. On GPUs cuDNN may do the same.
 Parallelism is over SIMS: the work unit is one sim (one output file). The sorted sim list is
 dealt round-robin: task ``k`` of ``n`` takes sims ``k, k + n, k + 2n, ...``. Under torchrun /
 srun the task is the rank (``RANK``/``WORLD_SIZE`` or ``SLURM_PROCID``/``SLURM_NTASKS``, read by
-:func:`mhdsr.train.distributed.detect_launch` without starting a process group: no collectives
+:func:`mhdsr.runtime.distributed.detect_launch` without starting a process group: no collectives
 are needed); a SLURM job array passes ``task_index``/``num_tasks`` to :func:`run_sample`. On
 CUDA each process uses its local rank's GPU. With more tasks than sims some tasks idle: the
 held-out use case has hundreds of seeds.
@@ -41,12 +41,12 @@ from typing import Any
 import torch
 
 from mhdsr.config import to_yaml
-from mhdsr.errors import ConfigError, MhdsrError, ShardError
+from mhdsr.errors import CheckpointError, ConfigError, MhdsrError, ShardError
 from mhdsr.io_utils import make_output_dir
+from mhdsr.model.inference import LoadedModel, load_model, resolve_device
 from mhdsr.sample.config import SampleConfig
 from mhdsr.sample.h5out import SimWriter, output_path, read_settings, settings_diff
 from mhdsr.sample.inputs import SimInput, index_inputs
-from mhdsr.sample.model_io import LoadedModel, check_resolution, load_model, resolve_device
 
 log = logging.getLogger("mhdsr.sample")
 
@@ -110,9 +110,46 @@ def assigned(names: list[str], task_index: int, num_tasks: int) -> list[str]:
 # Validation
 
 
+def check_resolution(
+    lo_shape: tuple[int, int], lm: LoadedModel, *, allow_other: bool, sim: str
+) -> tuple[int, int]:
+    """The hi grid ``(2h, 2w)`` for a lo field of ``lo_shape``, if the model can take it.
+
+    Raises:
+        ConfigError: ``2h`` or ``2w`` is not a multiple of the model's ``size_multiple`` (always
+            an error), or differs from the trained resolution while
+            ``allow_other_resolution`` is false.
+        CheckpointError: the trained resolution is unknown (no readable training manifest)
+            while ``allow_other_resolution`` is false.
+    """
+    hi = (2 * int(lo_shape[0]), 2 * int(lo_shape[1]))
+    m = lm.size_multiple
+    if hi[0] % m or hi[1] % m:
+        raise ConfigError(
+            f"sim {sim}: lo {lo_shape[0]}x{lo_shape[1]} gives a {hi[0]}x{hi[1]} output, not a "
+            f"multiple of {m} (the model's size_multiple); the UNet cannot take it"
+        )
+    if allow_other:
+        return hi
+    if lm.trained_hi_shape is None:
+        raise CheckpointError(
+            f"{lm.path}: cannot tell the resolution the model was trained at (the training shards' "
+            "manifest is not readable here); set shards=<a shard folder of the training data> or "
+            "allow_other_resolution=true"
+        )
+    if hi != lm.trained_hi_shape:
+        th, tw = lm.trained_hi_shape
+        raise ConfigError(
+            f"sim {sim}: lo {lo_shape[0]}x{lo_shape[1]} -> {hi[0]}x{hi[1]}, but the model was trained "
+            f"on {th}x{tw} fields ({lm.trained_from}); set allow_other_resolution=true to run the "
+            "fully-convolutional network anyway (other grid spacing: out of distribution)"
+        )
+    return hi
+
+
 def sampler_spec(cfg: SampleConfig, lm: LoadedModel) -> dict[str, Any]:
     """The sampler settings recorded in every file (``attrs["sampler"]``)."""
-    from mhdsr.sample.samplers import expected_nfe
+    from mhdsr.method.samplers import expected_nfe
 
     s = cfg.sampler
     return {
@@ -129,8 +166,8 @@ def sampler_spec(cfg: SampleConfig, lm: LoadedModel) -> dict[str, Any]:
 
 def _check_sampler(cfg: SampleConfig, lm: LoadedModel) -> None:
     """Run the sampler once with a zero velocity on a 1x1x1x1 field, so bad options fail now."""
-    from mhdsr.sample.noise import PerSampleNoise
-    from mhdsr.sample.samplers import sample
+    from mhdsr.method.noise import PerSampleNoise
+    from mhdsr.method.samplers import sample
 
     s = cfg.sampler
     try:
@@ -246,6 +283,15 @@ def _attrs(plan: Plan, sim: SimInput) -> dict[str, Any]:
         "source": sim.source,
         "lo_kind": sim.lo_kind,
         "upsample": lm.upsample,
+        "formulation": lm.form.kind,
+        "project": lm.form.project,
+        "norm_mean": [float(x) for x in lm.mean],
+        "norm_std": [float(x) for x in lm.std],
+        **(
+            {"residual_std": [float(x) for x in lm.form.residual_std]}
+            if lm.form.residual_std is not None
+            else {}
+        ),
         "units": "physical (denormalized with the export's per-channel mean/std)",
         "settings": json.dumps(plan.settings[sim.name], sort_keys=True),
     }
@@ -266,9 +312,8 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
     Returns:
         The output path.
     """
-    from mhdsr.interpolant import upsample
-    from mhdsr.sample.noise import PerSampleNoise
-    from mhdsr.sample.samplers import sample
+    from mhdsr.method.formulation import super_resolve
+    from mhdsr.method.noise import PerSampleNoise
 
     cfg, lm, dev = plan.cfg, plan.lm, plan.device
     n_snap, n_mem = len(sim.snaps), int(cfg.ensemble)
@@ -285,7 +330,7 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
         with_keys=sim.source.startswith("shards"),
         attrs=_attrs(plan, sim),
     ) as w:
-        u_cache: dict[int, torch.Tensor] = {}
+        u_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for b0 in range(0, len(items), cfg.batch_size):
             batch = items[b0 : b0 + cfg.batch_size]
             for t in sorted({t for t, _ in batch} - set(u_cache)):
@@ -303,26 +348,18 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
                     cycle=cycle,
                     key=sim.snaps[t].key,
                 )
-                lo_t = torch.from_numpy(lo).to(dev)[None]
-                u_cache[t] = upsample(lm.normalize(lo_t), 2, lm.upsample)[0]
+                lo_n = lm.normalize(torch.from_numpy(lo).to(dev)[None])
+                u_cache[t] = (lo_n[0], lm.form.up(lo_n)[0])
             for t in [t for t in u_cache if t < batch[0][0]]:
                 del u_cache[t]
-            u = torch.stack([u_cache[t] for t, _ in batch])
+            lo_n = torch.stack([u_cache[t][0] for t, _ in batch])
+            u = torch.stack([u_cache[t][1] for t, _ in batch])
             keys = [(sim.seed, sim.snaps[t].snapshot, m) for t, m in batch]
             noise = PerSampleNoise.from_keys(cfg.seed, keys, device=dev, dtype=torch.float32)
-            x = sample(
-                s.name,
-                lm.model,
-                u,
-                n_steps=s.steps,
-                grid=s.grid,
-                noise=noise,
-                sigma=lm.sigma,
-                t_min=lm.t_min,
-                t_max=lm.t_max,
-                rho=s.rho,
-                **s.options,
-            )
+            x = super_resolve(
+                s.name, lm.model, lo_n, lm.form, noise,
+                n_steps=s.steps, grid=s.grid, rho=s.rho, options=s.options, u=u,
+            )  # fmt: skip
             out = lm.denormalize(x).float().cpu().numpy()
             i = 0
             while i < len(batch):  # contiguous runs of one snapshot -> one slice write
@@ -346,7 +383,7 @@ def _launch_env() -> tuple[int, int, int, int]:
     """``(rank, world_size, local_rank, local_world_size)`` via ``detect_launch``, with the
     environment restored afterwards (it exports RANK/MASTER_* for DeepSpeed; sampling needs no
     process group)."""
-    from mhdsr.train.distributed import detect_launch
+    from mhdsr.runtime.distributed import detect_launch
 
     keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     saved = {k: os.environ.get(k) for k in keys}

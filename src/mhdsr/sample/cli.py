@@ -12,9 +12,10 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sample`` command (light imports only; torch is imported by the handler)."""
-    from mhdsr.cli import add_config_args
+    from mhdsr.command import add_config_command
 
-    p = sub.add_parser(
+    p = add_config_command(
+        sub,
         "sample",
         help="super-resolve shard splits or AthenaK runs to HDF5 (ODE/SDE samplers)",
         description="Bulk inference: one HDF5 file per input sim, ensemble members in physical "
@@ -22,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Common overrides: checkpoint=PATH shards=PATH output_dir=PATH inputs.kind=runs "
         "'inputs.runs=[data/athenak/mri128_nu3e-5/seed_*]' sampler.name=euler_maruyama "
         "sampler.steps=N ensemble=N batch_size=N.",
-    )
-    add_config_args(
-        p, example="checkpoint=runs/demo/train output_dir=PATH sampler.steps=8 ensemble=4"
+        example="checkpoint=runs/demo/train output_dir=PATH sampler.steps=8 ensemble=4",
+        schema="mhdsr.sample.config:SampleConfig",
+        runner="mhdsr.sample.cli:run",
     )
     p.add_argument(
         "--status",
@@ -32,18 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="check the config, checkpoint and existing files like a run would (a file made with "
         "other settings is an error), list complete / pending sims and exit (no sampling)",
     )
-    p.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(cfg: object, args: argparse.Namespace) -> int:
+    """Sample (or, with ``--status``, report complete / pending sims)."""
     import logging
 
-    from mhdsr.cli import config_from_args
-    from mhdsr.sample.config import SampleConfig
-
-    cfg = config_from_args(SampleConfig, args)
-    if cfg is None:
-        return 0
     from mhdsr.sample.bulk import format_summary, prepare, run_sample, status
 
     if args.status:

@@ -1,4 +1,4 @@
-"""One HDF5 file per input sim (DESIGN.md "Formats", inference output).
+"""One HDF5 file per input sim (docs/design.md "Formats", inference output).
 
 Layout of ``<output_dir>/<sim with "/" -> "__">.h5``::
 
@@ -10,7 +10,9 @@ Layout of ``<output_dir>/<sim with "/" -> "__">.h5``::
     key       (T,)            str      shard sample keys (inputs from shards only)
     attrs: channels, sampler (JSON), checkpoint, checkpoint_sha256, checkpoint_step, weights,
            sigma, seed, ensemble, code_version, sim, sim_seed, source, lo_kind, upsample,
-           t_min, t_max, settings (JSON of everything that determines the numbers), complete
+           formulation (interpolant | residual), project, norm_mean, norm_std (the model's
+           per-channel normalization), residual_std (residual formulation), t_min, t_max,
+           settings (JSON of everything that determines the numbers), complete
 
 A file is written under a temporary name in the same folder (``.<name>.tmp-<host>-<pid>``) and
 renamed once complete (``complete = True`` is set before the rename), so a reader never sees a

@@ -2,7 +2,7 @@
 
 Two sources (``inputs.kind``), both grouped by sim (one output file per sim):
 
-* ``shards``: a split of a shard folder (DESIGN.md "Formats"). A sample holding ``lo.npy``
+* ``shards``: a split of a shard folder (docs/design.md "Formats"). A sample holding ``lo.npy``
   (the ``heldout`` split: native 128^2 runs) gives ``lo`` directly (``lo_kind = "native"``); a
   sample holding only ``hi.npy`` (train/val/test) gives ``lo = avgpool2(hi)``
   (``lo_kind = "derived_avgpool2"``), exactly as in training. The split is indexed from the
@@ -114,14 +114,14 @@ class SimInput:
         if self.lo_kind == LO_DERIVED:
             import torch
 
-            from mhdsr.interpolant import avgpool2
+            from mhdsr.method.interpolant import avgpool2
 
             arr = avgpool2(torch.from_numpy(np.ascontiguousarray(arr))).numpy()
         return np.ascontiguousarray(arr, dtype=np.float32), s.time, s.cycle
 
 
 def _read_member(s: Snap, shape: tuple[int, ...] | None, member: str) -> np.ndarray:
-    from mhdsr.train.data import decode_npy
+    from mhdsr.dataset.npy import decode_npy
 
     assert s.member is not None
     path, offset, size = s.member
@@ -191,7 +191,7 @@ def index_shards(cfg: SampleConfig) -> list[SimInput]:
         ConfigError: ``shards`` is not a folder (names the key).
         ShardError: no manifest, unknown or empty split, missing shard, malformed sample.
     """
-    from mhdsr.shard_builder.manifest import read_manifest, shard_paths
+    from mhdsr.dataset.manifest import read_manifest, shard_paths
 
     root = require_folder(cfg.shards, "shards")
     manifest = read_manifest(root)
@@ -277,7 +277,7 @@ def index_runs(cfg: SampleConfig, channels: Sequence[str] | None = None) -> list
         AthenaKFormatError: a folder is not a readable 2D AthenaK run.
     """
     from mhdsr.athenak import open_run
-    from mhdsr.shard_builder.plan import resolve_globs, sim_name
+    from mhdsr.dataset.sims import resolve_globs, sim_name
 
     sims: dict[str, SimInput] = {}
     for path in resolve_globs(list(cfg.inputs.runs), "inputs.runs"):

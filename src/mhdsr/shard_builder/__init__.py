@@ -1,17 +1,17 @@
-"""Shard builder: AthenaK runs -> webdataset tar shards + ``manifest.json`` (DESIGN.md "Formats").
+"""Shard builder: AthenaK runs -> webdataset tar shards + ``manifest.json`` (docs/design.md "Formats").
 
 * :mod:`~mhdsr.shard_builder.config`: the typed build config;
 * :mod:`~mhdsr.shard_builder.plan`: run discovery, checks, seed split, shuffle, shard cutting;
 * :mod:`~mhdsr.shard_builder.worker`: writes one shard (encode, tar, sha256, statistics);
 * :mod:`~mhdsr.shard_builder.build`: orchestration, resume, parallel workers, manifest;
 * :mod:`~mhdsr.shard_builder.stats`: mergeable float64 per-channel statistics;
-* :mod:`~mhdsr.shard_builder.manifest`: reading the manifest, shard paths, normalization;
+* :mod:`~mhdsr.dataset.manifest`: reading the manifest, shard paths, normalization;
 * :mod:`~mhdsr.shard_builder.inspect`: summary and byte-level verification.
 
-Readers (trainer, sampler) need only :mod:`~mhdsr.shard_builder.manifest`.
+Readers (trainer, sampler) need only :mod:`~mhdsr.dataset.manifest`.
 """
 
-from mhdsr.shard_builder.manifest import (
+from mhdsr.dataset.manifest import (
     manifest_sha256,
     normalization,
     read_manifest,

@@ -41,15 +41,15 @@ from typing import Any
 from mhdsr import __version__
 from mhdsr.channels import CHANNELS
 from mhdsr.config import to_dict
-from mhdsr.errors import ShardError
-from mhdsr.io_utils import make_output_dir, sha256_file, write_json_atomic
-from mhdsr.shard_builder.config import NON_OUTPUT_KEYS, SPLITS, ShardBuildConfig
-from mhdsr.shard_builder.manifest import (
+from mhdsr.dataset.manifest import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     STD_FLOOR,
     read_manifest,
 )
+from mhdsr.errors import ShardError
+from mhdsr.io_utils import make_output_dir, sha256_file, write_json_atomic
+from mhdsr.shard_builder.config import NON_OUTPUT_KEYS, SPLITS, ShardBuildConfig
 from mhdsr.shard_builder.plan import BuildPlan, ShardPlan, make_plan
 from mhdsr.shard_builder.pool import WorkerPool
 from mhdsr.shard_builder.stats import ChannelStats, merge_all

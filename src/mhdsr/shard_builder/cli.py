@@ -9,22 +9,25 @@ import sys
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``shard`` command (light imports only; the work is imported by the handlers)."""
-    from mhdsr.cli import add_config_args
+    from mhdsr.command import add_config_command
 
     p = sub.add_parser("shard", help="build and inspect webdataset shards of AthenaK runs")
     ssub = p.add_subparsers(dest="shard_command", metavar="ACTION", required=True)
 
-    b = ssub.add_parser(
+    b = add_config_command(
+        ssub,
         "build",
         help="build (or resume) a shard folder from a YAML config",
-        description="Build train/val/test/heldout tar shards + manifest.json. Rerunning the "
-        "same command resumes an interrupted build and does nothing when the output is complete.",
+        description="Build train/val/test/heldout tar shards (or forecast windows) + manifest.json. "
+        "Rerunning the same command resumes an interrupted build and does nothing when the output "
+        "is complete.",
+        example="output_dir=PATH workers=8 shard.max_samples=64",
+        schema="mhdsr.shard_builder.config:ShardBuildConfig",
+        runner="mhdsr.shard_builder.cli:build",
     )
-    add_config_args(b, example="output_dir=PATH workers=8 shard.max_samples=64")
     b.add_argument(
         "--overwrite", action="store_true", help="delete the builder's files in output_dir first"
     )
-    b.set_defaults(func=_build)
 
     i = ssub.add_parser(
         "inspect",
@@ -41,16 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_inspect)
 
 
-def _build(args: argparse.Namespace) -> int:
-    from mhdsr.cli import config_from_args
-    from mhdsr.shard_builder.build import build
-    from mhdsr.shard_builder.config import ShardBuildConfig
+def build(cfg: object, args: argparse.Namespace) -> int:
+    """Build (or resume) the shard folder of ``cfg``."""
+    from mhdsr.shard_builder.build import build as build_shards
 
-    cfg = config_from_args(ShardBuildConfig, args)
-    if cfg is None:
-        return 0
     try:
-        res = build(cfg, overwrite=args.overwrite)
+        res = build_shards(cfg, overwrite=args.overwrite)
     except KeyboardInterrupt:
         print(_interrupted(cfg.output_dir, "SIGINT"), file=sys.stderr)
         return 130

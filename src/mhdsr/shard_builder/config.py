@@ -11,6 +11,7 @@ directory; the shipped configs assume the repository root.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from mhdsr.config import require
 from mhdsr.errors import ConfigError
@@ -38,11 +39,16 @@ class WindowConfig:
     present in the window (counting from the first), as ``mhdsr athenak to-npy --snap-stride``.
     """
 
-    snap_start: int | None = None  # first file number (inclusive)
-    snap_end: int | None = None  # last file number (inclusive)
-    orbit_start: float | None = None  # first orbit (inclusive, one timestep of slack)
-    orbit_end: float | None = None  # last orbit (inclusive, one timestep of slack)
-    stride: int = 1  # keep every stride-th snapshot present in the window
+    #: first file number (inclusive)
+    snap_start: int | None = None
+    #: last file number (inclusive)
+    snap_end: int | None = None
+    #: first orbit (inclusive, one timestep of slack)
+    orbit_start: float | None = None
+    #: last orbit (inclusive, one timestep of slack)
+    orbit_end: float | None = None
+    #: keep every stride-th snapshot present in the window
+    stride: int = 1
 
     def validate(self) -> None:
         """Raises ConfigError naming ``window.<key>``."""
@@ -140,7 +146,8 @@ class SplitConfig:
     """Split of the hi runs by seed (never by snapshot)."""
 
     fractions: FractionsConfig = field(default_factory=FractionsConfig)
-    seed: int = 0  # RNG seed of the fraction-based split (permutation of the sorted seed ids)
+    #: RNG seed of the fraction-based split (permutation of the sorted seed ids)
+    seed: int = 0
     seeds: SeedListsConfig = field(default_factory=SeedListsConfig)
 
 
@@ -161,26 +168,29 @@ class ShardSizeConfig:
 
 @dataclass
 class ShardBuildConfig:
-    """``mhdsr shard build`` configuration (DESIGN.md "Formats")."""
+    """``mhdsr shard build`` configuration (docs/design.md "Formats")."""
 
-    hi_runs: list[str] = field(
-        default_factory=list
-    )  # globs of hi-res seed folders (train/val/test)
-    lo_runs: list[str] = field(
-        default_factory=list
-    )  # globs of native lo-res seed folders (heldout)
-    output_dir: str = ""  # shard folder (tars + manifest.json + .build/)
+    #: globs of hi-res seed folders (train/val/test)
+    hi_runs: list[str] = field(default_factory=list)
+    #: globs of native lo-res seed folders (heldout)
+    lo_runs: list[str] = field(default_factory=list)
+    #: shard folder (tars + manifest.json + .build/)
+    output_dir: str = ""
     window: WindowConfig = field(default_factory=WindowConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     shard: ShardSizeConfig = field(default_factory=ShardSizeConfig)
-    workers: int = 0  # worker processes; 0 = one per available CPU, at most 16
-    shuffle_seed: int = 0  # RNG seed of the within-split shuffle across seeds
-    on_bad: str = "error"  # bad input (unreadable, non-finite, wrong resolution...): error | skip
-    # heldout pairing: a lo snapshot pairs with the hi snapshot of the same seed id nearest in time
-    # when |t_lo - t_hi| <= pair_time_tol * max(mean timestep of the two runs); AthenaK writes at
-    # the first step at or after the nominal time, so equal nominal times differ by < one step.
+    #: worker processes; 0 = one per available CPU, at most 16
+    workers: int = 0
+    #: RNG seed of the within-split shuffle across seeds
+    shuffle_seed: int = 0
+    #: bad input (unreadable, non-finite, wrong resolution...): error | skip
+    on_bad: Literal["error", "skip"] = "error"
+    #: heldout pairing: a lo snapshot pairs with the hi snapshot of the same seed id nearest in time
+    #: when |t_lo - t_hi| <= pair_time_tol * max(mean timestep of the two runs); AthenaK writes at
+    #: the first step at or after the nominal time, so equal nominal times differ by < one step.
     pair_time_tol: float = 1.5
-    progress: bool = True  # tqdm progress bar
+    #: tqdm progress bar
+    progress: bool = True
 
     def validate(self) -> None:
         """Raises ConfigError naming the key (file-system checks happen in ``make_plan``)."""
@@ -190,7 +200,6 @@ class ShardBuildConfig:
                 require(bool(g and g.strip()), k, "non-empty glob strings", getattr(self, k))
         require(bool(self.output_dir.strip()), "output_dir", "a folder path", self.output_dir)
         require(self.workers >= 0, "workers", "an integer >= 0 (0 = auto)", self.workers)
-        require(self.on_bad in ("error", "skip"), "on_bad", "'error' or 'skip'", self.on_bad)
         require(self.pair_time_tol > 0, "pair_time_tol", "a number > 0", self.pair_time_tol)
 
 

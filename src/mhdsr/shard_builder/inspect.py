@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mhdsr.shard_builder.manifest import read_manifest, shard_paths
+from mhdsr.dataset.manifest import read_manifest, shard_paths
 
 NPY_MEMBERS = ("hi.npy", "lo.npy")
 

@@ -5,7 +5,7 @@ before any output is written, so a bad config or a bad run folder fails fast. Th
 deterministic given the config and the input files: the same plan always yields the same shard
 names, members and bytes, whatever the number of workers.
 
-Rules (DESIGN.md "Formats" and the data README):
+Rules (docs/design.md "Formats" and the data README):
 
 * seed id = the deck's ``problem/rseed`` (``params['seed']``), else the folder name
   ``seed_XXXX``; ids are per resolution (AthenaK's noise depends on the grid), so hi seed k and
@@ -27,12 +27,9 @@ Rules (DESIGN.md "Formats" and the data README):
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import math
-import os
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,12 +40,12 @@ import numpy as np
 
 from mhdsr.athenak import AthenaKRun
 from mhdsr.channels import CHANNELS
+from mhdsr.dataset.sims import SEED_DIR_RE, resolve_globs, sim_name
 from mhdsr.errors import AthenaKFormatError, ConfigError, ShardError
 from mhdsr.shard_builder.config import HI_SPLITS, SPLITS, ShardBuildConfig
 
 #: bump when the bytes written for the same plan change (part of every shard's plan hash)
 FORMAT_VERSION = 1
-SEED_DIR_RE = re.compile(r"^seed_(\d+)$")
 TAR_BLOCK = 512
 TAR_RECORD = 10240  # tarfile pads the archive to a multiple of this (20 blocks)
 JSON_BYTES_BOUND = 1024  # sample json is < 1 KiB (checked when written)
@@ -97,11 +94,6 @@ class BuildPlan:
         return sum(len(s.items) for s in self.shards if s.split == split)
 
 
-def sim_name(path: Path) -> str:
-    """``"<parent folder>/<run folder>"`` (the run relative to its resolution folder)."""
-    return f"{path.parent.name}/{path.name}"
-
-
 def tar_member_bytes(payload: int) -> int:
     """Bytes a member of ``payload`` bytes takes in a ustar archive (header + padded data)."""
     return TAR_BLOCK + TAR_BLOCK * math.ceil(payload / TAR_BLOCK)
@@ -129,24 +121,6 @@ class _Bad:
             where = sim if snapshot is None else f"{sim} snapshot {snapshot:05d}"
             raise ShardError(f"{where}: {reason} (on_bad=skip skips and records such input)")
         self.skipped.append({"sim": sim, "snapshot": snapshot, "reason": reason})
-
-
-def resolve_globs(patterns: list[str], key: str) -> list[Path]:
-    """Run folders matched by ``patterns`` (sorted, de-duplicated, absolute).
-
-    Raises:
-        ConfigError: a pattern matches no folder.
-    """
-    out: dict[str, Path] = {}
-    for pat in patterns:
-        hits = [Path(p) for p in sorted(glob.glob(os.path.expanduser(pat))) if Path(p).is_dir()]
-        if not hits:
-            raise ConfigError(
-                f"config key {key!r}: glob {pat!r} matches no run folder (cwd {os.getcwd()})"
-            )
-        for h in hits:
-            out.setdefault(str(h.resolve()), h.resolve())
-    return [out[k] for k in sorted(out)]
 
 
 def _seed_of(run: AthenaKRun, path: Path) -> int | None:

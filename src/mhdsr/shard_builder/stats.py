@@ -10,7 +10,7 @@ algorithm for computing sample variances":
     M2 = M2_a + M2_b + d^2 * n_a * n_b / n.
 
 The population std is ``sqrt(M2 / count)`` (may be 0 for a constant channel; the loader's floor
-is :func:`mhdsr.shard_builder.manifest.normalization`). Merging in a fixed order (shard order)
+is :func:`mhdsr.dataset.manifest.normalization`). Merging in a fixed order (shard order)
 makes the result independent of which worker built which shard.
 """
 
@@ -142,14 +142,14 @@ def merge_all(parts: Sequence[ChannelStats], channels: int) -> ChannelStats:
 
 
 def avgpool2_f64(x: np.ndarray) -> np.ndarray:
-    """Mean of each 2x2 block of the last two axes, in float64 (DESIGN.md: lo = avgpool2(hi)).
+    """Mean of each 2x2 block of the last two axes, in float64 (docs/design.md: lo = avgpool2(hi)).
 
     Args:
         x: (..., H, W) array, H and W even.
 
     Returns:
         (..., H/2, W/2) float64. The training code computes the same restriction in float32
-        (``mhdsr.interpolant.avgpool2``); the statistics use the exact float64 value.
+        (``mhdsr.method.interpolant.avgpool2``); the statistics use the exact float64 value.
 
     Raises:
         ValueError: H or W odd.

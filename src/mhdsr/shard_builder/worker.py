@@ -6,7 +6,7 @@ one snapshot buffer per resolution plus one encoded sample. The tar is written t
 ``.build/{name}.json`` (plan hash, samples, bytes, sha256, statistics, skips) is written last,
 so a killed build leaves either a complete, recorded shard or nothing usable.
 
-Sample layout (DESIGN.md "Formats"): key ``s{seed:04d}_n{snapshot:05d}``; members ``hi.npy``
+Sample layout (docs/design.md "Formats"): key ``s{seed:04d}_n{snapshot:05d}``; members ``hi.npy``
 (C, H, W) float32 little-endian C-contiguous, ``lo.npy`` (C, h, w) for native lo samples,
 ``json`` metadata. webdataset's TarWriter writes one sample's members consecutively (sorted by
 extension: ``hi.npy``, ``json``, ``lo.npy``), with a fixed mtime/owner so shards are
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import time
@@ -28,6 +27,7 @@ import numpy as np
 
 from mhdsr.athenak import AthenaKRun
 from mhdsr.channels import CHANNELS
+from mhdsr.dataset.npy import encode_npy, sample_key
 from mhdsr.errors import AthenaKFormatError, ShardError
 from mhdsr.io_utils import write_text_atomic
 from mhdsr.shard_builder.stats import ChannelStats, avgpool2_f64
@@ -36,35 +36,6 @@ from mhdsr.shard_builder.stats import ChannelStats, avgpool2_f64
 TAR_MTIME = 946684800
 TAR_OWNER = "mhdsr"
 BUILD_DIR = ".build"
-
-
-def sample_key(seed: int, snapshot: int) -> str:
-    """webdataset key of a sample, ``s{seed:04d}_n{snapshot:05d}`` (no dots: a dot splits keys)."""
-    return f"s{seed:04d}_n{snapshot:05d}"
-
-
-def encode_npy(x: np.ndarray) -> bytes:
-    """``.npy`` bytes of ``x`` as little-endian C-contiguous float32.
-
-    Args:
-        x: float32 array of either byte order and any memory layout (views, slices, Fortran
-            order); values are preserved exactly.
-
-    Returns:
-        The bytes ``np.save`` writes for ``np.ascontiguousarray(x, dtype='<f4')``.
-
-    Raises:
-        ValueError: ``x`` is not float32 (casting would change values).
-    """
-    if x.dtype.kind != "f" or x.dtype.itemsize != 4:
-        raise ValueError(f"expected a float32 array (any byte order), got {x.dtype}")
-    a = np.ascontiguousarray(x, dtype="<f4")
-    head = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        head, {"descr": "<f4", "fortran_order": False, "shape": a.shape}
-    )
-    # one copy of the data (np.save into a BytesIO makes three)
-    return b"".join((head.getvalue(), memoryview(a).cast("B")))
 
 
 def tmp_shard_path(out_dir: Path, name: str) -> Path:

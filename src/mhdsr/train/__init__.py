@@ -1,6 +1,6 @@
-"""Training: webdataset stream -> DeepSpeed engine (ZeRO, bf16/fp32) + fp32 EMA, resumable.
+"""Stage: super-resolution training (``mhdsr train``).
 
-Modules: :mod:`config` (typed schema), :mod:`data` (shards -> batches), :mod:`distributed`
-(rank/world/device from torchrun or SLURM), :mod:`engine` (DeepSpeed config + optimizer),
-:mod:`ema`, :mod:`checkpoint` (save/resume/export), :mod:`monitor` (TensorBoard), :mod:`loop`.
+:mod:`~mhdsr.train.config` (typed schema), :mod:`~mhdsr.train.task` (the SR task that the shared
+loop :func:`mhdsr.runtime.loop.fit` trains: data stream, loss, validation, export fields),
+:mod:`~mhdsr.train.panels` (TensorBoard panels), :mod:`~mhdsr.train.cli`.
 """

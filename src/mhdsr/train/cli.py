@@ -10,26 +10,15 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mhdsr.cli import add_config_args
+    from mhdsr.command import add_config_command
 
-    p = sub.add_parser(
+    add_config_command(
+        sub,
         "train",
         help="train the velocity network (DeepSpeed; resumable by rerunning)",
         description="Train by flow matching. Works as one process or under torchrun/deepspeed/srun. "
         "Common overrides: run_dir=PATH shards=PATH max_steps=N engine.zero_stage=2 engine.precision=bf16.",
+        example="run_dir=PATH max_steps=100 model.width=64",
+        schema="mhdsr.train.config:TrainConfig",
+        runner="mhdsr.train.task:train",
     )
-    add_config_args(p, example="run_dir=PATH max_steps=100 model.width=64")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from mhdsr.cli import config_from_args
-    from mhdsr.train.config import TrainConfig
-
-    cfg = config_from_args(TrainConfig, args)
-    if cfg is None:
-        return 0
-    from mhdsr.train.loop import train
-
-    train(cfg)
-    return 0

@@ -1,0 +1,459 @@
+"""Submit training jobs and sampling job arrays with submitit; say where they and their logs are.
+
+Side effects live here (the CLI only parses and prints). A submission writes into the job folder
+(``launch.job_dir``, default ``<run_dir>/jobs`` or ``<output_dir>/jobs``), next to submitit's own
+``<id>_submitted.pkl`` / ``<id>_<task>_log.out`` / ``<id>_<task>_log.err`` files:
+
+    <id>_<kind>.yaml        resolved train or sample config the job runs
+    <id>_launch.yaml        resolved launch config
+    <id>_submission.json    what was submitted (kind, executor, job ids, array plan, time)
+
+``<id>`` is the SLURM job id (array: the array job id), the local controller's pid, or submitit's
+debug id. :func:`mhdsr.launch.status.read_status` turns a job folder back into a done / failed / pending
+summary.
+
+Nothing here builds a shell command from config values: SLURM options become ``#SBATCH`` lines
+that submitit quotes, and the SLURM client commands run with argument lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from mhdsr.config import to_dict, to_yaml
+from mhdsr.errors import ConfigError, MhdsrError
+from mhdsr.io_utils import write_json_atomic, write_text_atomic
+from mhdsr.launch.config import LaunchConfig, executor_parameters, format_minutes
+from mhdsr.launch.jobs import SampleJob, TrainJob
+
+#: SLURM states after which a job does not run again by itself (squeue / scontrol names)
+ENDED_STATES = frozenset(
+    {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+     "DEADLINE", "OUT_OF_MEMORY", "REVOKED"}
+)  # fmt: skip
+
+
+class LaunchError(MhdsrError):
+    """A submission cannot be made (no SLURM on this machine, missing inputs, sbatch refused)."""
+
+
+@dataclass
+class Submission:
+    """What one ``mhdsr launch`` call submitted.
+
+    Attributes:
+        kind: ``"train"`` or ``"sample"``.
+        executor: ``slurm`` | ``local`` | ``debug``.
+        job_dir: the submitit folder (absolute).
+        jobs: submitit jobs; training: one (``nodes * ranks`` tasks); sampling: one per array
+            element, in the order of ``tasks``.
+        record: the ``<id>_submission.json`` file.
+        num_tasks: sampling: the stride n of the work list (0 for training).
+        tasks: sampling: the task index k run by each array element (empty for training).
+        pending: sampling: the simulations that were missing at submission.
+    """
+
+    kind: str
+    executor: str
+    job_dir: Path
+    jobs: list[Any]
+    record: Path
+    num_tasks: int = 0
+    tasks: list[int] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+
+    @property
+    def main_id(self) -> str:
+        """The job id (SLURM: the array job id for an array; debug/local: the first job's id)."""
+        jid = str(self.jobs[0].job_id)
+        return jid.split("_", 1)[0] if self.executor == "slurm" else jid
+
+
+# ----------------------------------------------------------------------------------------------
+# Executors
+# ----------------------------------------------------------------------------------------------
+
+
+def _package_root() -> Path:
+    """The folder that holds the ``mhdsr`` package the submitting process imported."""
+    import mhdsr
+
+    return Path(mhdsr.__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def _submission_env() -> Iterator[None]:
+    """Environment seen by ``sbatch`` / the local controller while submitting.
+
+    Jobs inherit the submitting environment (SLURM's default ``--export=ALL``): SLURM_*,
+    SUBMITIT_* and torch.distributed variables of an enclosing allocation are hidden (they would
+    confuse the job), and the package root is prepended to ``PYTHONPATH`` as an absolute path so
+    the pickled callables import the same ``mhdsr`` even when it is not pip-installed.
+    """
+    with submitit.helpers.clean_env():
+        old = os.environ.get("PYTHONPATH")
+        parts = [str(_package_root())] + [
+            str(Path(p).resolve()) for p in (old or "").split(os.pathsep) if p
+        ]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = old
+
+
+def make_executor(
+    launch: LaunchConfig, job_dir: Path, *, nodes: int, tasks_per_node: int, name: str
+) -> submitit.AutoExecutor:
+    """A submitit executor for ``launch.executor`` with every SLURM option of ``launch``.
+
+    Args:
+        launch: validated launch config.
+        job_dir: submitit folder (created).
+        nodes: nodes per job.
+        tasks_per_node: processes per node.
+        name: job name.
+
+    Returns:
+        The configured ``submitit.AutoExecutor``.
+
+    Raises:
+        LaunchError: ``executor=slurm`` but ``srun`` is not on PATH, or SLURM refused an option.
+    """
+    job_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ex = submitit.AutoExecutor(
+            folder=job_dir,
+            cluster=launch.executor,
+            slurm_max_num_timeout=launch.max_requeues,
+            local_max_num_timeout=launch.max_requeues,
+        )
+    except RuntimeError as e:  # SlurmExecutor: 'Could not detect "srun"'
+        raise LaunchError(
+            f"executor=slurm but this machine has no SLURM client ({e}); run on a login node, "
+            "or use executor=local"
+        ) from None
+    params = executor_parameters(launch, nodes=nodes, tasks_per_node=tasks_per_node, name=name)
+    try:
+        ex.update_parameters(**params)
+    except (ValueError, NameError) as e:
+        raise LaunchError(f"submitit rejected the launch parameters: {e}") from None
+    return ex
+
+
+_SUBMITIT_TEMP = re.compile(r"^([0-9a-f]{32}\.pkl|\.submission_file_[0-9a-f]{32}\.sh)$")
+
+
+def _submit(ex: submitit.AutoExecutor, calls: Sequence[Any]) -> list[Any]:
+    """Submit zero-argument callables (several: one job array).
+
+    Raises:
+        LaunchError: sbatch refused the job (its message included); submitit's temporary
+            pickles of the failed submission are removed from the job folder.
+    """
+    before = set(ex.folder.iterdir()) if ex.folder.is_dir() else set()
+    try:
+        with _submission_env():
+            if len(calls) == 1:
+                return [ex.submit(calls[0])]
+            return list(ex.submit_array(list(calls)))
+    except submitit.core.utils.FailedJobError as e:
+        for path in set(ex.folder.iterdir()) - before:
+            if _SUBMITIT_TEMP.match(path.name):
+                path.unlink(missing_ok=True)
+        raise LaunchError(f"submission failed: {str(e).strip()}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+def default_job_dir(launch: LaunchConfig, base: str | Path) -> Path:
+    """``launch.job_dir`` if set, else ``<base>/jobs`` (absolute)."""
+    return Path(launch.job_dir or Path(base) / "jobs").expanduser().resolve()
+
+
+def check_train(cfg: Any, launch: LaunchConfig) -> None:
+    """Cross-checks of a train config against the launch config (before submission).
+
+    Raises:
+        ConfigError: CUDA requested without GPUs, or GPUs requested for a cpu-only config.
+        LaunchError: the shard folder has no ``manifest.json``.
+    """
+    if launch.gpus_per_node == 0 and cfg.engine.device == "cuda":
+        raise ConfigError(
+            "config key 'engine.device' is cuda but launch.gpus_per_node=0: request GPUs "
+            "(gpus_per_node=4) or train on cpu"
+        )
+    if launch.gpus_per_node > 0 and cfg.engine.device == "cpu":
+        raise ConfigError(
+            f"launch.gpus_per_node={launch.gpus_per_node} but engine.device=cpu: the GPUs would "
+            "idle; use engine.device=auto (or cuda)"
+        )
+    if not (Path(cfg.shards) / "manifest.json").is_file():
+        raise LaunchError(f"shards={cfg.shards}: no manifest.json there (build shards first)")
+
+
+def absolute_train_config(cfg: Any) -> Any:
+    """Copy of a train config with ``run_dir`` and ``shards`` absolute (jobs may run elsewhere)."""
+    return dataclasses.replace(
+        cfg, run_dir=str(Path(cfg.run_dir).resolve()), shards=str(Path(cfg.shards).resolve())
+    )
+
+
+def submit_train(
+    cfg: Any, launch: LaunchConfig, *, job_factory: Callable[[dict[str, Any]], Any] = TrainJob
+) -> Submission:
+    """Submit one training job: ``nodes`` x ``ranks_per_node`` tasks running :class:`TrainJob`.
+
+    The debug executor runs the job in this process before returning.
+
+    Args:
+        cfg: validated :class:`~mhdsr.train.config.TrainConfig` (paths made absolute here).
+        launch: validated launch config.
+        job_factory: builds the submitted callable from the config dict; a subclass of
+            :class:`TrainJob` (extra per-task setup) may be given, :class:`TrainJob` by default.
+
+    Returns:
+        The :class:`Submission` (its record and resolved configs are written in the job folder).
+
+    Raises:
+        ConfigError, LaunchError: see :func:`check_train` and :func:`make_executor`.
+    """
+    cfg = absolute_train_config(cfg)
+    check_train(cfg, launch)
+    job_dir = default_job_dir(launch, cfg.run_dir)
+    ex = make_executor(
+        launch,
+        job_dir,
+        nodes=launch.nodes,
+        tasks_per_node=launch.ranks_per_node(),
+        name=launch.job_name or "mhdsr-train",
+    )
+    cfg_dict = to_dict(cfg)
+    (job,) = _submit(ex, [job_factory(cfg_dict)])
+    sub = Submission("train", launch.executor, job_dir, [job], Path())
+    extra: dict[str, Any] = {"run_dir": cfg.run_dir}
+    if launch.executor == "debug":
+        # runs here, now (an exception propagates, after submitit's pdb hook)
+        extra["debug_results"] = {str(job.job_id): job.result()}
+    sub.record = _write_record(sub, cfg, launch, extra=extra)
+    return sub
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------------
+
+
+def plan_array(
+    work: Sequence[str], pending: Sequence[str], sims_per_task: int, max_tasks: int
+) -> tuple[int, list[int]]:
+    """Split a work list into strided tasks and pick the tasks that still have work.
+
+    Task k of n owns items k, k + n, k + 2n, ... of ``work`` (the order of ``list_work``), with
+    n = min(ceil(len(work) / sims_per_task), max_tasks), so no task owns more than
+    ``max(sims_per_task, ceil(len(work) / max_tasks))`` items and an array never exceeds
+    ``max_tasks`` (SLURM's MaxArraySize). The stride depends only on the work list, so the same
+    simulation always belongs to the same task index.
+
+    Args:
+        work: all simulation names, in ``list_work`` order.
+        pending: names not yet complete (a subset of ``work``).
+        sims_per_task: target items per task (>= 1).
+        max_tasks: upper bound on n (>= 1).
+
+    Returns:
+        ``(n, tasks)``: the stride and the sorted task indices owning at least one pending item
+        (empty when nothing is pending; n = 0 for an empty work list).
+
+    Raises:
+        ValueError: ``pending`` names something not in ``work``.
+    """
+    if not work:
+        return 0, []
+    index = {name: i for i, name in enumerate(work)}
+    unknown = [p for p in pending if p not in index]
+    if unknown:
+        raise ValueError(f"pending items not in the work list: {unknown[:5]}")
+    n = max(1, min(math.ceil(len(work) / sims_per_task), max_tasks))
+    return n, sorted({index[p] % n for p in pending})
+
+
+def sample_api() -> tuple[Any, Any, Any]:
+    """``(SampleConfig, list_work, status)`` of :mod:`mhdsr.sample` (imported on use)."""
+    from mhdsr.sample.bulk import list_work, status
+    from mhdsr.sample.config import SampleConfig
+
+    return SampleConfig, list_work, status
+
+
+def absolute_sample_config(cfg: Any) -> Any:
+    """Copy of a sample config with ``checkpoint``, ``output_dir``, ``shards`` and the
+    ``inputs.runs`` globs absolute (relative to this process's working directory)."""
+
+    def absolute(p: str) -> str:
+        return str(Path(p).expanduser().resolve()) if p else p
+
+    inputs = dataclasses.replace(cfg.inputs, runs=[absolute(g) for g in cfg.inputs.runs])
+    return dataclasses.replace(
+        cfg,
+        checkpoint=absolute(cfg.checkpoint),
+        output_dir=absolute(cfg.output_dir),
+        shards=absolute(cfg.shards),
+        inputs=inputs,
+    )
+
+
+def plan_sample(cfg: Any, launch: LaunchConfig) -> tuple[list[str], list[str], int, list[int]]:
+    """The array a sampling launch would submit now: ``(work, pending, n, tasks)``.
+
+    ``work`` and ``pending`` come from ``list_work`` / ``status`` (the files on disk); ``n`` and
+    ``tasks`` from :func:`plan_array`, capped by ``max_array_size`` on SLURM and by
+    ``array_parallelism`` for the local and debug executors (which have no queue).
+    """
+    _, list_work, status = sample_api()
+    work = list(list_work(cfg))
+    pending = list(status(cfg)["pending"])
+    cap = launch.max_array_size if launch.executor == "slurm" else launch.array_parallelism
+    n, tasks = plan_array(work, pending, launch.sims_per_task, cap)
+    return work, pending, n, tasks
+
+
+def describe_sample_plan(cfg: Any, launch: LaunchConfig) -> str:
+    """One line: how many sims are pending and which array tasks would run them."""
+    work, pending, n, tasks = plan_sample(cfg, launch)
+    if not tasks:
+        return f"nothing to submit: all {len(work)} simulation(s) complete"
+    return (
+        f"{len(pending)} of {len(work)} simulation(s) pending -> {len(tasks)} task(s) of stride {n} "
+        f"(indices {','.join(map(str, tasks))}), at most {launch.array_parallelism} at once"
+    )
+
+
+def submit_sample(cfg: Any, launch: LaunchConfig) -> Submission | None:
+    """Submit a job array over the simulations that are not complete yet.
+
+    Returns None (and submits nothing) when every simulation is complete. Otherwise one array
+    element per task index k that owns pending work (:func:`plan_array`); element runs
+    ``run_sample(cfg, task_index=k, num_tasks=n)``. The array runs at most
+    ``launch.array_parallelism`` elements at once. The local executor starts every element at
+    once, so there the number of tasks is capped by ``array_parallelism`` instead of
+    ``max_array_size``; the debug executor runs them one after another in this process.
+
+    Args:
+        cfg: validated sample config (paths made absolute here).
+        launch: validated launch config.
+
+    Returns:
+        The :class:`Submission`, or None when nothing is pending.
+
+    Raises:
+        ConfigError: ``device=cuda`` without ``gpus_per_node``.
+        LaunchError: no checkpoint, or see :func:`make_executor`.
+        MhdsrError: the inputs cannot be listed (``list_work``).
+    """
+    cfg = absolute_sample_config(cfg)
+    if cfg.device == "cuda" and launch.gpus_per_node == 0:
+        raise ConfigError(
+            "config key 'device' is cuda but launch.gpus_per_node=0: request a GPU per array "
+            "task (gpus_per_node=1) or sample on cpu"
+        )
+    if not Path(cfg.checkpoint).exists():
+        raise LaunchError(f"checkpoint={cfg.checkpoint}: no such run folder or weights file")
+    work, pending, n, tasks = plan_sample(cfg, launch)
+    if not tasks:
+        return None
+    job_dir = default_job_dir(launch, cfg.output_dir)
+    ex = make_executor(
+        launch, job_dir, nodes=1, tasks_per_node=1, name=launch.job_name or "mhdsr-sample"
+    )
+    if launch.executor == "slurm":
+        ex.update_parameters(slurm_array_parallelism=launch.array_parallelism)
+    cfg_dict = to_dict(cfg)
+    jobs = _submit(ex, [SampleJob(cfg_dict, k, n) for k in tasks])
+    sub = Submission("sample", launch.executor, job_dir, jobs, Path(), n, tasks, pending)
+    extra = {"output_dir": str(cfg.output_dir), "work": len(work)}
+    if launch.executor == "debug":  # run here, now, one after another
+        extra["debug_results"] = {str(j.job_id): j.result() for j in jobs}
+    sub.record = _write_record(sub, cfg, launch, extra=extra)
+    return sub
+
+
+# ----------------------------------------------------------------------------------------------
+# Records, messages
+# ----------------------------------------------------------------------------------------------
+
+
+def _write_record(sub: Submission, cfg: Any, launch: LaunchConfig, extra: dict[str, Any]) -> Path:
+    """Write the resolved configs and ``<id>_submission.json``; returns the record path."""
+    prefix = sub.job_dir / sub.main_id
+    cfg_file = Path(f"{prefix}_{sub.kind}.yaml")
+    launch_file = Path(f"{prefix}_launch.yaml")
+    write_text_atomic(cfg_file, to_yaml(cfg))
+    write_text_atomic(launch_file, to_yaml(launch))
+    record = Path(f"{prefix}_submission.json")
+    write_json_atomic(record, {
+        "kind": sub.kind, "executor": sub.executor, "job_id": sub.main_id,
+        "job_ids": [str(j.job_id) for j in sub.jobs], "num_tasks": sub.num_tasks, "tasks": sub.tasks,
+        "pending_at_submission": sub.pending, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "time_limit": format_minutes(launch.timeout_min), "config_file": cfg_file.name,
+        "launch_file": launch_file.name, "config": to_dict(cfg), "argv": sys.argv, **extra,
+    })  # fmt: skip
+    return record
+
+
+def log_paths(job: Any) -> tuple[Path, Path]:
+    """(stdout, stderr) log files of a job's task 0 (absolute)."""
+    return Path(job.paths.stdout), Path(job.paths.stderr)
+
+
+def describe(sub: Submission, launch: LaunchConfig) -> str:
+    """Human text for a submission: ids, job folder, resolved configs, logs, how to follow them."""
+    lines = []
+    if sub.kind == "train":
+        shape = f"{launch.nodes} node(s) x {launch.ranks_per_node()} rank(s)"
+        if launch.gpus_per_node:
+            shape += f", {launch.gpus_per_node} GPU(s)/node"
+        lines.append(f"submitted train job {sub.main_id} ({sub.executor}): {shape}, time limit "
+                     f"{format_minutes(launch.timeout_min)}, requeues on timeout/preemption")  # fmt: skip
+    else:
+        ids = ",".join(str(k) for k in sub.tasks)
+        lines.append(
+            f"submitted sample {'array' if len(sub.jobs) > 1 else 'job'} {sub.main_id} ({sub.executor}): "
+            f"{len(sub.jobs)} task(s) of stride {sub.num_tasks} for {len(sub.pending)} pending sim(s), "
+            f"at most {launch.array_parallelism} at once, time limit {format_minutes(launch.timeout_min)}"
+        )
+        lines.append(f"  task indices : {ids}")
+    out, err = log_paths(sub.jobs[0])
+    lines += [
+        f"  job folder   : {sub.job_dir}",
+        f"  record       : {sub.record}",
+        f"  logs         : {out}",
+        f"                 {err}",
+    ]
+    if len(sub.jobs) > 1:
+        lines.append(
+            f"                 (one pair per array task: {sub.main_id}_<i>_0_log.out, i = 0..{len(sub.jobs) - 1})"
+        )
+    lines.append(f"  follow       : tail -f {out}")
+    if sub.executor == "slurm":
+        lines.append(f"                 squeue -j {sub.main_id}")
+    lines.append(f"  status       : mhdsr launch status --job-dir {sub.job_dir}")
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""Config sections shared by every trainer (``mhdsr train`` and ``mhdsr forecast train``).
+
+The optimizer, DeepSpeed engine, EMA, checkpoint, logging and fault-injection sections have the
+same meaning in every training config; each trainer's schema composes them with its own data,
+model and method sections. Fields with a fixed set of values are ``Literal`` types: OmegaConf
+rejects any other value with the list of valid ones, so the choices live in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mhdsr.config import require
+from mhdsr.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+Backend = Literal["auto", "gloo", "nccl"]
+Precision = Literal["auto", "fp32", "bf16"]
+
+#: DeepSpeed 0.19 accepts bf16 without ZeRO only with bf16 gradient accumulation.
+BF16_ZERO0 = (
+    "config keys 'engine.precision'/'engine.zero_stage': bf16 needs ZeRO stage 1 or 2 (DeepSpeed "
+    "without ZeRO would accumulate gradients in bf16; mhdsr keeps fp32 gradient accumulation)"
+)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and the learning-rate schedule (a pure function of the optimizer step)."""
+
+    #: peak learning rate
+    lr: float = 2e-4
+    #: AdamW betas
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    #: AdamW epsilon
+    eps: float = 1e-8
+    #: AdamW decoupled weight decay
+    weight_decay: float = 0.0
+    #: global gradient-norm clip (always on: DeepSpeed's default changed between releases)
+    grad_clip: float = 1.0
+    #: micro-steps per optimizer step
+    grad_accum: int = 1
+    #: linear warm-up from 0 to lr, in optimizer steps
+    warmup_steps: int = 100
+    #: after warm-up: constant, cosine to min_lr_ratio * lr, or lr * sqrt(warmup / step)
+    schedule: Literal["constant", "cosine", "inverse_sqrt"] = "constant"
+    #: cosine floor as a fraction of lr
+    min_lr_ratio: float = 0.1
+    #: cosine length in steps after warm-up (0 = until max_steps)
+    decay_steps: int = 0
+
+    def validate(self) -> None:
+        """Raises ConfigError naming ``optim.<key>``."""
+        require(self.lr > 0, "optim.lr", "> 0", self.lr)
+        require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "optim.betas",
+            "two values in [0, 1)",
+            self.betas,
+        )
+        require(
+            self.grad_clip > 0, "optim.grad_clip", "> 0 (clipping is always on)", self.grad_clip
+        )
+        require(self.grad_accum >= 1, "optim.grad_accum", "an integer >= 1", self.grad_accum)
+        require(self.warmup_steps >= 0, "optim.warmup_steps", ">= 0", self.warmup_steps)
+        require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "in [0, 1]", self.min_lr_ratio)
+        require(self.decay_steps >= 0, "optim.decay_steps", ">= 0", self.decay_steps)
+
+
+@dataclass
+class EngineConfig:
+    """Where and how the model computes (DeepSpeed engine)."""
+
+    #: cpu | cuda | auto (cuda when a GPU is visible)
+    device: Device = "auto"
+    #: gloo | nccl | auto (nccl on cuda, gloo on cpu)
+    backend: Backend = "auto"
+    #: fp32 | bf16 | auto (bf16 on cuda, fp32 on cpu)
+    precision: Precision = "auto"
+    #: DeepSpeed ZeRO stage (3 is refused: the fp32 EMA needs full parameters every step)
+    zero_stage: int = 2
+    #: ZeRO-1/2 communication buckets (elements)
+    allgather_bucket_size: int = 50_000_000
+    reduce_bucket_size: int = 50_000_000
+    #: torch.compile the model (GPU)
+    compile: bool = False
+
+    def validate(self) -> None:
+        """Raises ConfigError naming ``engine.<key>``."""
+        if self.zero_stage == 3:
+            raise ConfigError(
+                "config key 'engine.zero_stage': ZeRO stage 3 is not supported: the fp32 EMA needs full "
+                "parameters every step, and a ~40M-parameter UNet gains nothing from stage 3; use 1 or 2"
+            )
+        require(self.zero_stage in (0, 1, 2), "engine.zero_stage", "0, 1 or 2", self.zero_stage)
+        if self.precision == "bf16" and self.zero_stage == 0:
+            raise ConfigError(BF16_ZERO0)
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the weights (:mod:`mhdsr.runtime.ema`)."""
+
+    #: EMA decay per optimizer step
+    decay: float = 0.9999
+    #: the EMA equals the raw weights until this step, then averaging starts
+    start_step: int = 0
+    #: effective decay min(decay, (1 + n) / (10 + n)), n = updates since start_step
+    warmup: bool = True
+    #: update every N steps (decay applied as decay**N); > 1 saves gathers in bf16 ZeRO
+    every: int = 1
+
+    def validate(self) -> None:
+        """Raises ConfigError naming ``ema.<key>``."""
+        require(0 <= self.decay < 1, "ema.decay", "in [0, 1)", self.decay)
+        require(self.start_step >= 0, "ema.start_step", ">= 0", self.start_step)
+        require(self.every >= 1, "ema.every", ">= 1", self.every)
+
+
+@dataclass
+class CheckpointConfig:
+    """DeepSpeed checkpoint + plain-weights export cadence."""
+
+    #: checkpoint and export every N optimizer steps (and at the end)
+    every: int = 500
+    #: keep the last K checkpoints and exports
+    keep: int = 3
+
+    def validate(self) -> None:
+        """Raises ConfigError naming ``checkpoint.<key>``."""
+        require(self.every >= 1, "checkpoint.every", ">= 1", self.every)
+        require(self.keep >= 1, "checkpoint.keep", ">= 1", self.keep)
+
+
+@dataclass
+class LogConfig:
+    """Console, log.txt and TensorBoard."""
+
+    #: console + TensorBoard scalars every N steps
+    every: int = 10
+    #: validation loss every N steps and at the end (0 = never)
+    val_every: int = 200
+    #: sample panels + spectra every N steps and at the end (0 = never)
+    image_every: int = 500
+    #: sampler steps for the logged panels (super-resolution: Heun ODE and Euler-Maruyama SDE)
+    image_steps: int = 8
+    #: training loss logged per t-bin (super-resolution)
+    t_bins: int = 4
+    #: write TensorBoard event files to run_dir/tb
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        """Raises ConfigError naming ``log.<key>``."""
+        require(self.every >= 1, "log.every", ">= 1", self.every)
+        require(
+            self.val_every >= 0 and self.image_every >= 0,
+            "log.val_every/image_every",
+            ">= 0",
+            (self.val_every, self.image_every),
+        )
+        require(self.t_bins >= 1, "log.t_bins", ">= 1", self.t_bins)
+        require(self.image_steps >= 1, "log.image_steps", ">= 1", self.image_steps)
+
+
+@dataclass
+class DebugConfig:
+    """Fault injection for tests (never set in production configs)."""
+
+    #: inject a NaN loss (rank 0) at these optimizer steps
+    nonfinite_loss_steps: list[int] = field(default_factory=list)
+    #: inject an inf gradient (rank 0) at these optimizer steps
+    nonfinite_grad_steps: list[int] = field(default_factory=list)
+    #: multiply the loss by 0 at these optimizer steps
+    zero_grad_steps: list[int] = field(default_factory=list)
+    #: exit (as if killed) after this many optimizer steps in this process
+    stop_after: int = 0
+    #: raise an error inside the training loop at this optimizer step (0 = never)
+    raise_at_step: int = 0
