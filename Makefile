@@ -1,5 +1,7 @@
 # mhdsr — one Makefile for a fresh machine: every target creates .venv when missing.
 # Quickstart:  make demo   (shard -> train -> sample -> eval on the bundled real AthenaK data)
+#              make demo-forecast (forecast windows -> FNO -> rollouts -> chain -> eval per lead)
+#              make science (the science benchmark: benchmarks/science.md)
 #              make test   (installs everything, starts local SLURM when CI=true, runs pytest)
 
 SHELL      := /bin/bash
@@ -13,7 +15,7 @@ PYTEST_ARGS ?=
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test test-fast bench lint demo slurm-up slurm-down clean
+.PHONY: venv test test-fast bench lint demo demo-forecast science science-smoke slurm-up slurm-down clean
 
 venv: $(STAMP)
 
@@ -47,6 +49,19 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+# forecast stage + chain: windows -> FNO (2 ranks) -> rollouts -> super-resolve -> eval per lead
+demo-forecast: $(STAMP)
+	bash scripts/demo-forecast.sh
+
+# The science benchmark (~1 h here): cpu-base from scratch, test + held-out sampling, eval, goals.
+# SCIENCE_DATA=<AthenaK folder> runs it on a larger data set; results collect in benchmarks/science.md.
+SCIENCE_DATA ?= data/athenak
+science: $(STAMP)
+	SCIENCE_DATA=$(SCIENCE_DATA) bash scripts/science.sh
+
+science-smoke: $(STAMP)
+	SCIENCE_DATA=$(SCIENCE_DATA) SCIENCE_SMOKE=1 bash scripts/science.sh
 
 slurm-up:
 	bash scripts/local-slurm.sh start

@@ -56,6 +56,7 @@ def test_shard_train_sample_eval(demo_shards, tmp_path, capsys):
         "inputs.kind=runs",
         f"inputs.runs=[{REPO}/data/athenak/mri128_nu3e-5/seed_*]",
         "inputs.snap_start=12",
+        "inputs.snap_end=12",
     ]
     assert (
         main(

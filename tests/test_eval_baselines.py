@@ -17,13 +17,13 @@ import pytest
 
 from eval_helpers import pool, read_split, shared_demo_shards, truth_of_sim, up, write_samples
 from mhdsr.analysis.spectra import band_edges, n_shells, power_spectrum
-from mhdsr.eval.interp import avgpool2_np, upsample_np
 from mhdsr.channels import CHANNELS
 from mhdsr.dataset.manifest import read_manifest
 from mhdsr.errors import ConfigError
 from mhdsr.eval.baselines import BASELINE_NAMES, BASELINES, BaselineInputs, make_baseline
 from mhdsr.eval.config import EvalConfig
 from mhdsr.eval.inputs import EvalInputError, ShardTruth, discover
+from mhdsr.eval.interp import avgpool2_np, upsample_np
 from mhdsr.eval.planning import check_baselines
 from mhdsr.eval.reference import train_spectra
 
@@ -107,6 +107,23 @@ def test_noise_baseline_is_the_flows_start_in_physical_units():
     xn = (x - mean) / std[:, None, None]
     un = up(((lo - mean) / std[:, None, None]).astype(np.float32)[None], "bicubic")[0]
     np.testing.assert_allclose((xn - un) / sigma, eps, atol=2e-3)
+
+
+def test_noise_baseline_of_an_instance_scaled_residual_model():
+    """For a residual, instance-scaled model the start x0 = sigma eps decodes to
+    u + sigma std_c s_r,c a_c eps: the noise of each channel scales with the input's own level."""
+    lo = _lo(64, 2) * np.array([1.0, 0.01], np.float32)[:, None, None]
+    mean, std, r = np.array([0.0, 0.0]), np.array([0.5, 0.02]), np.array([0.05, 0.2])
+    sigma = 1.0
+    inputs = BaselineInputs(
+        factor=2, n_members=2, sigma=sigma * std * r, upsample="spline", level=(mean, std, 0, 1e-4)
+    )
+    x = make_baseline("noise", lo, inputs, snapshot=3)
+    a = ((lo - mean[:, None, None]) / std[:, None, None]).std(axis=(-2, -1))
+    eps = (x - up(lo[None], "spline")[0][None]) / (sigma * std * r * a)[:, None, None]
+    n = eps[:, 0].size
+    for c in range(2):
+        assert eps[:, c].std() == pytest.approx(1.0, abs=5 * np.sqrt(0.5 / n))
 
 
 def test_train_spectra_are_the_mean_over_the_train_split(shards):

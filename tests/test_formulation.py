@@ -79,47 +79,111 @@ def test_spline_beats_bicubic_on_a_smooth_periodic_field() -> None:
     assert err["spline"] < err["bicubic"] < err["bilinear"]
 
 
-def test_residual_target_decode_roundtrip_and_source_mean() -> None:
+@pytest.mark.parametrize("scale", ["global", "instance"])
+def test_target_decode_roundtrip_and_source_mean(scale: str) -> None:
     r = torch.tensor([0.05, 0.3])
-    form = Formulation(MethodConfig(formulation="residual", upsample="spline"), r)
-    hi = torch.randn(2, 2, 8, 8)
-    u = form.up(avgpool2(hi))
-    x1 = form.target(hi, u)
-    torch.testing.assert_close(form.decode(x1, u), hi, rtol=1e-5, atol=1e-6)
-    assert torch.equal(form.source_mean(u), torch.zeros_like(u))
-    plain = Formulation(MethodConfig())
-    assert torch.equal(plain.target(hi, u), hi) and torch.equal(plain.source_mean(u), u)
+    form = Formulation(MethodConfig(formulation="residual", upsample="spline", scale=scale), r)
+    hi = torch.randn(2, 2, 8, 8) * torch.tensor([0.1, 5.0])[:, None, None]
+    lo = avgpool2(hi)
+    u, st = form.up(lo), form.lo_stats(lo)
+    x1 = form.target(hi, u, st)
+    torch.testing.assert_close(form.decode(x1, u, st), hi, rtol=1e-5, atol=1e-6)
+    assert torch.equal(form.source_mean(u, st), torch.zeros_like(u))
+    plain = Formulation(MethodConfig(scale=scale))
+    torch.testing.assert_close(
+        plain.decode(plain.target(hi, u, st), u, st), hi, rtol=1e-5, atol=1e-7
+    )
+    assert torch.equal(plain.source_mean(u, st), plain.cond(u, st))
+    if scale == "instance":  # the level of each input is divided out: both channels O(1)
+        c = form.cond(u, st)
+        assert 0.5 < float(c[:, 0].std()) < 2 and 0.5 < float(c[:, 1].std()) < 2
+        # a quiet copy of the same field gets the same target: instance scale is scale-free
+        q = 1e-2 * hi
+        lq = avgpool2(q)
+        sq = form.lo_stats(lq)
+        torch.testing.assert_close(form.target(q, form.up(lq), sq), x1, rtol=1e-4, atol=1e-5)
+    else:
+        assert torch.equal(plain.target(hi, u, st), hi) and torch.equal(plain.cond(u, st), u)
     with pytest.raises(ConfigError, match="residual std"):
         Formulation(MethodConfig(formulation="residual"))
 
 
-def test_residual_std_of_known_fields() -> None:
+@pytest.mark.parametrize("scale", ["global", "instance"])
+def test_residual_std_of_known_fields(scale: str) -> None:
     hi = torch.randn(4, 2, 16, 16, dtype=torch.float64)
-    r = residual_std(hi, "bilinear")
-    res = hi - upsample(avgpool2(hi), 2, "bilinear")
+    method = MethodConfig(upsample="bilinear", scale=scale)
+    r = residual_std(hi, method)
+    lo = avgpool2(hi)
+    res = hi - upsample(lo, 2, "bilinear")
+    if scale == "instance":
+        res = res / lo.std(dim=(-2, -1), keepdim=True, unbiased=False)
     torch.testing.assert_close(r, res.transpose(0, 1).reshape(2, -1).std(1, unbiased=False))
 
 
+@pytest.mark.parametrize("scale", ["global", "instance"])
 @pytest.mark.parametrize("kind", ["interpolant", "residual"])
 @pytest.mark.parametrize("sampler", ["heun", "euler_maruyama"])
-def test_exact_gaussian_case_through_super_resolve(kind: str, sampler: str) -> None:
-    """If hi | lo ~ N(m, s^2) per pixel, the exact velocity in the formulation's space (source
-    mean u or 0, target hi or (hi - u)/r) must give decoded samples with mean m and std s."""
+def test_exact_gaussian_case_through_super_resolve(kind: str, sampler: str, scale: str) -> None:
+    """If hi | lo ~ N(u + 0.3 a, (s a)^2) per pixel (a = the input level), the exact velocity in
+    the formulation's space must give decoded samples with (hi - u) / a of mean 0.3 and std s."""
     sigma, s, n = 0.5, 0.2, 3000
     r = torch.tensor([0.5])
-    form = Formulation(
-        MethodConfig(sigma=sigma, formulation=kind), r if kind == "residual" else None
-    )
-    lo = torch.zeros(n, 1, 2, 2)
-    m = torch.full((n, 1, 4, 4), 0.3)  # u = Up(0) = 0
+    method = MethodConfig(sigma=sigma, formulation=kind, upsample="spline", scale=scale)
+    form = Formulation(method, r if kind == "residual" else None)
+    g = torch.Generator().manual_seed(4)
+    lo = torch.randn(n, 1, 2, 2, generator=g) * torch.rand(n, 1, 1, 1, generator=g) * 3
+    u, st = form.up(lo), form.lo_stats(lo)
+    a = st[1]
+    mean_hi, std_hi = u + 0.3 * a, s * a
+    # the law of x1 in flow space (affine in hi): mean and std
+    mean_x1 = form.target(mean_hi, u, st)
+    std_x1 = form.target(u + std_hi, u, st) - form.target(u, u, st)
+    base = form.source_mean(u, st)
 
-    def net(x, t, u):
-        base = form.source_mean(u)
-        return gaussian_velocity(
-            x, t, base, form.target(m, u), s / (r[0] if kind == "residual" else 1), sigma
-        )
+    def net(x, t, cond):
+        torch.testing.assert_close(cond, form.cond(u, st))  # the network sees u'
+        return gaussian_velocity(x, t, base, mean_x1, std_x1, sigma)
 
     noise = PerSampleNoise.from_keys(0, [(i,) for i in range(n)])
     hi = super_resolve(sampler, net, lo, form, noise, n_steps=32)
-    assert float(hi.mean()) == pytest.approx(0.3, abs=0.01)
-    assert float(hi.std()) == pytest.approx(s, rel=0.05)
+    z = (hi - u) / a
+    assert float(z.mean()) == pytest.approx(0.3, abs=0.01)
+    assert float(z.std()) == pytest.approx(s, rel=0.05)
+
+
+def test_derived_current_is_curl_b() -> None:
+    from mhdsr.analysis.physics import curl_z
+    from mhdsr.channels import CHANNELS
+    from mhdsr.method.formulation import derive_current
+
+    x = torch.randn(2, 8, 16, 16, dtype=torch.float64)
+    y = derive_current(x, CHANNELS)
+    ib, iy, ij = CHANNELS.index("Bx"), CHANNELS.index("By"), CHANNELS.index("jz")
+    np.testing.assert_allclose(
+        y[:, ij].numpy(), curl_z(x[:, ib].numpy(), x[:, iy].numpy()), atol=1e-12
+    )
+    keep = [i for i in range(8) if i != ij]
+    assert torch.equal(y[:, keep], x[:, keep])
+    with pytest.raises(ConfigError, match="derive_jz"):
+        derive_current(x[:, :3], CHANNELS[:3])
+
+
+def test_band_level_of_the_instance_scale() -> None:
+    """scale_kmin = 1 is the plain std; a band level is invariant under the symmetry group and
+    rolls, and a pure large-scale mode has no level above its wavenumber (only the floor)."""
+    from mhdsr.channels import CHANNELS
+    from mhdsr.method import symmetry
+    from mhdsr.method.formulation import level_stats
+
+    x = torch.randn(2, 8, 32, 32, dtype=torch.float64)
+    m1 = MethodConfig(scale="instance", scale_kmin=1)
+    torch.testing.assert_close(level_stats(x, m1)[1][..., 0, 0], x.std(dim=(-2, -1), unbiased=False))
+    m8 = MethodConfig(scale="instance", scale_kmin=8)
+    a = level_stats(x, m8)[1]
+    for g in range(8):
+        y = torch.roll(symmetry.apply(x, g, CHANNELS), (2, 5), (-2, -1))
+        torch.testing.assert_close(level_stats(y, m8)[1], a)
+    i = torch.arange(32, dtype=torch.float64)
+    wave = torch.cos(2 * torch.pi * 3 * (i + 0.5) / 32)[None, None, None, :].expand(1, 1, 32, 32)
+    assert float(level_stats(wave, m8)[1]) == pytest.approx(m8.scale_floor)
+    assert float(level_stats(wave, m1)[1]) == pytest.approx(0.5**0.5)

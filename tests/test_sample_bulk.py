@@ -25,7 +25,7 @@ from mhdsr.channels import CHANNELS
 from mhdsr.config import load_config, to_dict
 from mhdsr.errors import CheckpointError, ConfigError
 from mhdsr.method.interpolant import avgpool2, upsample
-from mhdsr.method.noise import PerSampleNoise
+from mhdsr.method.noise import PerSampleNoise, name_word
 from mhdsr.model import ModelConfig, UNet
 from mhdsr.model.inference import batch_invariant_linears, load_model
 from mhdsr.sample.bulk import check_resolution, list_work, run_sample, status
@@ -230,13 +230,15 @@ def test_shards_test_split_layout_units_and_noise_keys(
     # the input is avgpool2 of the stored hi field, in physical units
     hi = _shard_hi(demo_shards, "s0001_n00016")
     np.testing.assert_array_equal(lo[1], avgpool2(torch.from_numpy(hi)).numpy())
-    # v = 0 and one Euler step: x = u + sigma * eps with eps from the key (seed, s, n, m), and
+    # v = 0 and one Euler step: x = u + sigma * eps with eps from the key (seed, crc32(sim), s,
+    # n, m), and
     # the output is denormalized: samples = (Up(norm(lo)) + sigma eps) * std + mean
     mean = torch.tensor(demo_norm[0], dtype=torch.float32)[:, None, None]
     std = torch.tensor(demo_norm[1], dtype=torch.float32)[:, None, None]
     u = upsample((torch.from_numpy(lo) - mean) / std, 2, "bilinear")
     for t, n in enumerate([13, 16]):
-        eps = PerSampleNoise.from_keys(11, [(1, n, 0), (1, n, 1)]).draw((8, 256, 256))
+        w = name_word("mri256_nu3e-5/seed_0001")
+        eps = PerSampleNoise.from_keys(11, [(w, 1, n, 0), (w, 1, n, 1)]).draw((8, 256, 256))
         want = (u[t] + 0.1 * eps) * std + mean
         np.testing.assert_allclose(s[t], want.numpy(), rtol=1e-6, atol=1e-6 * float(std.max()))
     # physical units: per-channel means of samples close to the input's (density ~ 1)
@@ -255,6 +257,7 @@ def test_shards_heldout_split_uses_native_lo(tmp_path, demo_shards, zero_export)
             f"output_dir={tmp_path}",
             "inputs.split=heldout",
             "inputs.snap_start=12",
+            "inputs.snap_end=12",
             "sampler.name=euler",
             "sampler.steps=1",
             "ensemble=1",

@@ -1,7 +1,7 @@
 """``mhdsr shard build`` on the bundled real AthenaK sample (data/athenak, see its README).
 
-Bundled sample: 256^2 seeds 0 (7 snapshots), 1 (4), 2 (3), 3 (3), 4 (2); native 128^2 seeds 2 (8)
-and 3 (7). Demo split: train [0, 2], val [3, 4], test [1], heldout = the two 128 runs.
+Bundled sample: 256^2 seeds 0 (7 snapshots), 1 (4), 2 (3), 3 (3), 4 (4); native 128^2 seeds 2
+(16) and 3 (13). Demo split: train [0, 2], val [3, 4], test [1], heldout = the two 128 runs.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_counts_per_split_match_the_runs(demo) -> None:
         "test": len(_expected_snapshots(HI / "seed_0001")),
         "heldout": sum(len(_expected_snapshots(LO / d)) for d in ("seed_0002", "seed_0003")),
     }
-    assert want == {"train": 10, "val": 5, "test": 4, "heldout": 15}  # the bundled sample
+    assert want == {"train": 10, "val": 7, "test": 4, "heldout": 29}  # the bundled sample
     assert res["samples"] == want
     for k, n in want.items():
         s = m["splits"][k]
@@ -254,6 +254,7 @@ def test_heldout_pairs_only_with_a_hi_run_outside_the_splits(tmp_path: Path) -> 
         lo_runs=[str(lo)],
         output_dir=str(tmp_path / "out"),
         split={"seeds": {"train": [1], "val": [2, 4], "test": [3]}},
+        window={"orbit_end": 6.0},  # the 128^2 files with a 256^2 partner (<= 6 orbits)
         workers=1,
     )
     plan = make_plan(load(cfg))

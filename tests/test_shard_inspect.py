@@ -27,6 +27,7 @@ def built(tmp_path_factory) -> Path:
         lo_runs=[str(LO / "seed_0003")],
         output_dir=str(tmp / "out"),
         split={"seeds": {"train": [2], "test": [3]}},
+        window={"orbit_end": 6.0},  # 128^2 seed 3: files 6-12 (7 held-out samples)
         shard={"max_samples": 2},
         workers=1,
     )

@@ -26,6 +26,7 @@ STAGES = (
     "mhdsr.athenak.cli",
     "mhdsr.shard_builder.cli",
     "mhdsr.train.cli",
+    "mhdsr.forecast.cli",
     "mhdsr.sample.cli",
     "mhdsr.eval.cli",
     "mhdsr.launch.cli",
@@ -66,8 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # restored on return: a SIGTERM after the command ended (torchrun stopping a rank that is
+    # already exiting) then ends the process at once instead of interrupting its teardown
+    prev_sigterm = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        prev_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(args)
+    finally:
+        if prev_sigterm is not None:
+            signal.signal(signal.SIGTERM, prev_sigterm)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; user errors -> one ``error:`` line and status 2 (see :func:`main`)."""
     try:
         rc = args.func(args)
     except MhdsrError as e:

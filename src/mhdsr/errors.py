@@ -20,3 +20,13 @@ class ShardError(MhdsrError, ValueError):
 
 class CheckpointError(MhdsrError, ValueError):
     """A checkpoint or exported weights file is missing, corrupt or incompatible."""
+
+
+class PeerFailedError(MhdsrError, RuntimeError):
+    """Another rank of a multi-process job failed, and this one stopped waiting for it (the
+    message names the failed rank and its error)."""
+
+
+class NonFiniteError(MhdsrError, ValueError):
+    """An output would hold NaN/inf values (exported weights, a sample file); it is not written,
+    and the message says where the values are."""

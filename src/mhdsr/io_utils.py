@@ -81,3 +81,122 @@ def make_output_dir(path: str | Path, key: str) -> Path:
     if not os.access(p, os.W_OK | os.X_OK):
         raise ConfigError(f"config key {key!r}: the output folder {str(p)!r} is not writable")
     return p
+
+
+def path_inside(
+    root: str | Path, name: str, what: str, error: type[Exception] = ValueError
+) -> Path:
+    """``root / name`` for a file name read from a file (a manifest, a pointer file, a record),
+    refusing every name that would leave ``root``.
+
+    Refused: an empty name, an absolute path, a ``..`` component, and a path whose resolved
+    target (symbolic links followed) lies outside the resolved ``root``. The result is the
+    resolved path (it may not exist yet).
+
+    Args:
+        root: the folder the name must stay in.
+        name: the name as read (e.g. a manifest's shard ``name``).
+        what: what the name is, for the message (e.g. ``"manifest key 'splits.train.shards[0].name'"``).
+        error: the exception type to raise.
+
+    Raises:
+        error: the name escapes ``root`` (the message names ``what``, the name and ``root``).
+    """
+    base = Path(root).resolve()
+    if not isinstance(name, str) or not name:
+        raise error(f"{what}: expected a file name inside {base}, got {name!r}")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise error(
+            f"{what}: {name!r} leaves the folder {base} (absolute paths and '..' are refused)"
+        )
+    target = (base / rel).resolve()
+    if not target.is_relative_to(base):
+        raise error(
+            f"{what}: {name!r} resolves to {target}, outside the folder {base} (a symbolic link "
+            "out of the folder is refused)"
+        )
+    return target
+
+
+def check_output_dir(path: str | Path, key: str) -> Path:
+    """Check, without creating anything, that the output folder ``path`` (config key ``key``)
+    exists as a writable folder or can be created (its nearest existing ancestor is a writable
+    folder). Cheap: for checks before slow imports (torch, DeepSpeed).
+
+    Returns:
+        The folder as a Path.
+
+    Raises:
+        ConfigError: a file is in the way, or the folder / its nearest existing ancestor is not
+            writable (names ``key`` and the path).
+    """
+    from mhdsr.errors import ConfigError
+
+    p = Path(path)
+    probe = p
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link: creating the folder would fail
+            raise ConfigError(f"config key {key!r}: {str(probe)!r} is a broken symbolic link")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(
+            f"config key {key!r}: cannot create the output folder {str(p)!r} "
+            f"({str(probe)!r} is a file, not a folder)"
+        )
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"config key {key!r}: the output folder {str(p)!r} is not writable "
+            f"({str(probe)!r} does not allow writing)"
+        )
+    return p
+
+
+@contextlib.contextmanager
+def folder_lock(
+    path: str | Path, busy: str, error: type[Exception] = RuntimeError
+) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the lock file ``path`` for the block; the file is removed
+    when the block is left (however it is left), so a finished job leaves no lock behind.
+
+    Another process that opened the file before it was removed could otherwise lock the
+    unlinked file while a third one locks a new file of the same name; so after locking, the
+    lock is kept only if ``path`` still names the locked file. File systems without ``flock``
+    (some NFS mounts) run without the lock.
+
+    Args:
+        path: the lock file (created if missing).
+        busy: the message of the error raised when another process holds the lock.
+        error: the exception type raised then.
+
+    Raises:
+        error: another process holds the lock (message ``busy``).
+    """
+    import fcntl
+
+    p = Path(path)
+    with open(p, "a") as f:
+        locked = False
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            raise error(busy) from None
+        except OSError:  # pragma: no cover - no flock on this file system
+            pass
+        if locked:
+            st = os.fstat(f.fileno())
+            try:
+                now = os.stat(p)
+            except FileNotFoundError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                raise error(busy)  # the holder finished and removed it meanwhile: retry
+        try:
+            yield
+        finally:
+            if locked:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()

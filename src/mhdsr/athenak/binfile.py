@@ -151,6 +151,31 @@ def parse_header(buf: bytes | memoryview | np.ndarray, path: Path | str) -> BinH
     )
 
 
+def read_header(path: Path | str) -> BinHeader:
+    """Parse the header and deck of a ``.bin`` file reading only those bytes (no records).
+
+    Raises:
+        AthenaKFormatError: unreadable file, not an AthenaK binary, garbled or truncated
+            header (e.g. an empty file); the message names the file.
+    """
+    path = path if isinstance(path, Path) else Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEADER_SCAN)
+            k = head.find(b"header offset=")
+            end = head.find(b"\n", k) if k >= 0 else -1
+            if end > 0:
+                try:
+                    deck_len = int(head[k + len(b"header offset=") : end])
+                except ValueError:
+                    deck_len = 0
+                if end + 1 + deck_len > len(head):
+                    head += f.read(end + 1 + deck_len - len(head))
+    except OSError as e:
+        raise AthenaKFormatError(f"{path}: cannot read: {e.strerror or e}") from None
+    return parse_header(head, path)
+
+
 def record_dtype(
     nvar: int, n: tuple[int, int, int], loc_size: int, var_size: int, order: str
 ) -> np.dtype:

@@ -44,6 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     conv.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/inf values")
     conv.add_argument("--basename", default=None, help="basename when the folder holds several")
     conv.add_argument("--no-progress", action="store_true", help="no progress bar")
+    conv.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace another run's conversion found in --outdir (refused without it)",
+    )
     conv.set_defaults(func=_to_npy)
 
 
@@ -98,6 +103,7 @@ def _to_npy(args: argparse.Namespace) -> int:
         allow_nonfinite=args.allow_nonfinite,
         progress=not args.no_progress,
         basename=args.basename,
+        overwrite=args.overwrite,
     )
     shape = "x".join(map(str, res["shape"]))
     note = "" if res["resample"] == "none" else f" (resampled: {res['resample']})"

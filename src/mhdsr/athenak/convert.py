@@ -76,6 +76,26 @@ def _remove_dead_tmp(outdir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def _other_conversion(outdir: Path, root: Path) -> str | None:
+    """What ``outdir`` holds from a conversion of a run other than ``root``, else None: the
+    source its ``metadata.npz`` names when that is another folder, or the ``all_fields_*.npy``
+    files themselves when no readable metadata says where they came from."""
+    if not outdir.is_dir():
+        return None
+    arrays = sorted(p.name for p in outdir.glob("all_fields_*x*.npy"))
+    meta = outdir / "metadata.npz"
+    if meta.is_file():
+        try:
+            with np.load(meta, allow_pickle=False) as z:
+                src = str(z["source"])
+        except (OSError, KeyError, ValueError):
+            src = None
+        if src is not None:
+            same = Path(src).resolve() == root.resolve()
+            return None if same else f"source {src}: {', '.join(arrays) or 'metadata.npz'}"
+    return f"{', '.join(arrays)} without a readable metadata.npz" if arrays else None
+
+
 def select_snapshots(
     available: Sequence[int], start: int | None, end: int | None, stride: int
 ) -> list[int]:
@@ -108,6 +128,7 @@ def to_npy(
     allow_nonfinite: bool = False,
     progress: bool = True,
     basename: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Convert a run to ``outdir/all_fields_NxN.npy`` (T, N, N, C) float32 + ``metadata.npz``.
 
@@ -120,12 +141,16 @@ def to_npy(
         allow_nonfinite: accept NaN/inf.
         progress: show a tqdm bar.
         basename: AthenaK basename when the folder holds several.
+        overwrite: replace the conversion of ANOTHER run found in ``outdir`` (its
+            ``metadata.npz`` names another source, or arrays lie there without one); without
+            it that is refused. An earlier conversion of the same run is always replaced.
 
     Returns:
         Summary dict: paths, shape, snapshots, resample method.
 
     Raises:
-        AthenaKFormatError: bad run, bad window, 3D run, upsampling request.
+        AthenaKFormatError: bad run, bad window, 3D run, upsampling request, or ``outdir``
+            holding another run's conversion (without ``overwrite``), checked before any work.
     """
     run = AthenaKRun(bindir, basename=basename)
     nx1, nx2, nx3 = run.resolution
@@ -158,6 +183,13 @@ def to_npy(
             f"--resolution {resolution} exceeds the native {nx1}x{nx2} (no upsampling)"
         )
     outdir = Path(outdir)
+    if not overwrite:
+        other = _other_conversion(outdir, run.root)
+        if other:
+            raise AthenaKFormatError(
+                f"{outdir}: holds the conversion of another run ({other}); converting "
+                f"{run.root} there would replace it. Use another --outdir, or --overwrite"
+            )
     created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
     _remove_dead_tmp(outdir)

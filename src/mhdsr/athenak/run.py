@@ -15,6 +15,7 @@ rows = x2 and columns = x1, channels in :data:`mhdsr.channels.CHANNELS` order.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
@@ -25,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from mhdsr.athenak.binfile import BinFile, parse_header, read_bin, read_bytes
+from mhdsr.athenak.binfile import (
+    BinFile,
+    parse_header,
+    read_bin,
+    read_bytes,
+    read_header,
+    record_dtype,
+)
 from mhdsr.athenak.deck import Deck, parse_deck, sim_params
 from mhdsr.channels import ATHENAK_SOURCE, CHANNELS
 from mhdsr.errors import AthenaKFormatError
@@ -130,6 +138,13 @@ class AthenaKRun:
                 g = found.setdefault(m["basename"], {}).setdefault(m["group"], {})
                 g.setdefault(int(m["index"]), []).append(p)
         if not found:
+            runs = _runs_below(self.root)
+            if runs:
+                shown = ", ".join(r.name for r in runs[:12]) + (" ..." if len(runs) > 12 else "")
+                raise AthenaKFormatError(
+                    f"{self.root}: not a run folder, but it holds {len(runs)} run folder(s) one "
+                    f"level down: {shown}; pass one of them, e.g. {runs[0]}"
+                )
             raise AthenaKFormatError(
                 f"{self.bindir}: no AthenaK .bin files (<basename>.<group>.<NNNNN>.bin)"
             )
@@ -345,22 +360,63 @@ class AthenaKRun:
                 return g
         raise AthenaKFormatError(f"{self.root}: no snapshot {index:05d}")
 
-    def size_mismatches(self) -> dict[str, str]:
-        """Files whose byte size differs from the other snapshots of the same group and rank
-        folder (``os.stat`` only): without mesh refinement every snapshot of a group stores the
-        same blocks and variables, so a different size means a truncated or foreign file."""
+    def size_mismatches(self, reference: int | None = None) -> dict[str, str]:
+        """Files whose byte size is not the size their own header requires (header and deck
+        read, no data): ``data offset + n x record``, with the record size from the file's
+        variables and value sizes and the deck's meshblock shape (:func:`record_dtype`), and n
+        the run's meshblock count (single-file layout) or, per rank folder and group, the
+        record count of that folder's file of snapshot ``reference`` (default: the first
+        usable snapshot; :meth:`info` has read it completely). The header's length varies with
+        the cycle and time text, so sizes are never compared between files. A file whose
+        header does not parse (an empty file, say) is reported with the reason.
+
+        Returns:
+            ``{path: reason}`` for each file that does not have its size.
+        """
+        usable = self.snapshots([c for c in CHANNELS if c in self._channel_sources] or None)
+        ref = reference if reference is not None else (usable[0] if usable else None)
+        n1, n2, n3 = self.meshblock_shape
         out: dict[str, str] = {}
         for g in self.groups:
-            by_folder: dict[Path, list[tuple[Path, int]]] = {}
-            for paths in self._files[g].values():
-                for p in paths:
-                    by_folder.setdefault(p.parent, []).append((p, p.stat().st_size))
-            for files in by_folder.values():
-                sizes = [n for _, n in files]
-                common = max(set(sizes), key=sizes.count)
-                for p, n in files:
-                    if n != common:
-                        out[str(p)] = f"{n} bytes, the other {g} files here have {common}"
+            for rd in self.rank_dirs:
+                files = sorted(
+                    (i, p) for i, paths in self._files[g].items() for p in paths if p.parent == rd
+                )
+                counts: dict[Path, tuple[int, int, float]] = {}  # path -> (size, offset, record)
+                for _, p in files:
+                    size = p.stat().st_size
+                    try:
+                        h = read_header(p)
+                    except AthenaKFormatError as e:
+                        out[str(p)] = f"{size} bytes, {str(e).removeprefix(f'{p}: ')}"
+                        continue
+                    rec = record_dtype(
+                        len(h.variables), (n1, n2, n3), h.location_size, h.variable_size, "<"
+                    ).itemsize
+                    counts[p] = (size, h.data_offset, rec)
+                if self.layout == "single":
+                    n_rec = self.n_meshblocks
+                else:
+                    ref_path = next((p for i, p in files if i == ref and p in counts), None)
+                    if ref_path is None:  # the folder lacks the reference: its commonest count
+                        whole = [
+                            (s - o) // r
+                            for s, o, r in counts.values()
+                            if s > o and (s - o) % r == 0
+                        ]
+                        if not whole:
+                            continue
+                        n_rec = max(set(whole), key=whole.count)
+                    else:
+                        s, o, r = counts[ref_path]
+                        n_rec = (s - o) // r
+                for p, (size, off, rec) in counts.items():
+                    need = off + n_rec * rec
+                    if size != need:
+                        out[str(p)] = (
+                            f"{size} bytes, its header requires {need} ({off} bytes of header "
+                            f"and deck + {n_rec} meshblock records of {rec} bytes)"
+                        )
         return out
 
     def info(self, check: bool = True) -> dict[str, Any]:
@@ -405,7 +461,7 @@ class AthenaKRun:
             "time_last": t_last,
             "channels": chans,
             "read_check": checked,  # snapshots read completely without error
-            "size_mismatch": self.size_mismatches() if check else {},
+            "size_mismatch": self.size_mismatches(checked[0] if checked else None) if check else {},
             "params": params,
             "param_sources": self.param_sources,
         }
@@ -601,6 +657,27 @@ class AthenaKRun:
                         out[c, j0 : j0 + n2, i0 : i0 + n1] = data[b, v, 0]
                     else:
                         out[c, k0 : k0 + n3, j0 : j0 + n2, i0 : i0 + n1] = data[b, v]
+
+
+def _runs_below(folder: Path) -> list[Path]:
+    """Sub-folders of ``folder`` that look like AthenaK run folders (``.bin`` files in them, in
+    their ``bin/``, or in rank folders there), sorted by name."""
+
+    def has_bins(d: Path) -> bool:
+        return any(p.is_file() for p in d.glob("*.bin")) or any(
+            r.is_dir() and RANK_RE.match(r.name) and any(r.glob("*.bin")) for r in d.iterdir()
+        )
+
+    runs = []
+    try:
+        subs = sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return runs
+    for d in subs:
+        with contextlib.suppress(OSError):
+            if has_bins(d) or ((d / "bin").is_dir() and has_bins(d / "bin")):
+                runs.append(d)
+    return runs
 
 
 def _parse_time_only(head: bytes, path: Path) -> tuple[float, int]:

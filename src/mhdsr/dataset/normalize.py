@@ -24,6 +24,14 @@ class Normalizer:
         """``(C, H, W)`` physical -> normalized, float32."""
         return ((x - self.mean[:, None, None]) / self.std[:, None, None]).astype(np.float32)
 
+    def normalize_into(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`normalize_np` written into ``out`` (float32, the shape of ``x``: ``(C, H, W)``
+        or ``(..., C, H, W)``) without temporaries; the same float32 operations in the same
+        order, so the values are bit-identical. Returns ``out``."""
+        np.subtract(x, self.mean[:, None, None], out=out)
+        np.divide(out, self.std[:, None, None], out=out)
+        return out
+
     def normalize(self, x: Tensor) -> Tensor:
         """``(..., C, H, W)`` physical -> normalized."""
         m = torch.as_tensor(self.mean, device=x.device, dtype=x.dtype)[:, None, None]

@@ -47,9 +47,24 @@ def encode_npy(x: np.ndarray) -> bytes:
 
 
 def decode_npy(
-    raw: bytes, key: str, member: str, expected: tuple[int, ...] | None = None
+    raw: bytes,
+    key: str,
+    member: str,
+    expected: tuple[int, ...] | None = None,
+    *,
+    copy: bool = True,
 ) -> np.ndarray:
     """Decode an ``.npy`` member (no pickles) and check dtype and shape.
+
+    The header is parsed with numpy's own reader (``np.lib.format``, format versions 1.0 and
+    2.0) and the data viewed in place (``np.frombuffer``), so decoding costs at most one copy.
+
+    Args:
+        raw: the member's bytes.
+        key, member: named in errors.
+        expected: the required shape (None = any).
+        copy: return a writable copy (default); False returns a read-only view of ``raw``
+            (no copy: the training stream, which normalizes it into the batch buffer).
 
     Returns:
         The array as native float32.
@@ -58,7 +73,23 @@ def decode_npy(
         ShardError: not an npy, not float32, or not of the expected shape (names key and member).
     """
     try:
-        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+        f = io.BytesIO(raw)
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"npy format version {version} (expected 1.0 or 2.0)")
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject:
+            raise ValueError("object arrays (pickles) are not allowed")
+        count = int(np.prod(shape, dtype=np.int64))
+        if f.tell() + count * dtype.itemsize > len(raw):
+            raise ValueError(f"{len(raw) - f.tell()} data bytes for shape {shape} of {dtype}")
+        arr = np.frombuffer(raw, dtype=dtype, count=count, offset=f.tell())
+        arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
     except Exception as e:
         raise ShardError(f"sample {key}: member {member} is not a valid .npy ({e})") from None
     if arr.dtype.kind != "f" or arr.dtype.itemsize != 4:
@@ -67,4 +98,6 @@ def decode_npy(
         raise ShardError(
             f"sample {key}: member {member} has shape {arr.shape}, expected {expected}"
         )
-    return arr.astype(np.float32, copy=False)
+    if not arr.dtype.isnative:
+        return arr.astype(np.float32)  # other byte order: converted (a copy)
+    return np.array(arr, dtype=np.float32) if copy else arr

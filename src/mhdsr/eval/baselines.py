@@ -9,10 +9,12 @@
   spectrum is ``max(E_train(k) - E_spline(k), 0)``, both means over the train split (hi vs the
   spline of avgpool2(hi), :func:`mhdsr.eval.reference.train_spectra`). It has the truth's mean
   spectrum by construction and random phases.
-- ``noise``: the flow's own starting point ``x0 = u + sigma * eps`` (docs/design.md, "The
-  method"), ``u = Up(lo)`` with the sample file's ``upsample`` attribute and ``sigma`` from its
-  attributes, in normalized units; in physical units ``u + sigma * std_c * eps`` with ``std_c``
-  the train normalization of the manifest (:func:`mhdsr.dataset.manifest.normalization`).
+- ``noise``: the flow's own starting point decoded to physical units (docs/design.md, "The
+  method"): ``u + sigma * std_c * eps`` for the interpolant formulation, ``u + sigma * std_c *
+  s_r,c * a_c * eps`` for the residual one (``a_c`` the input level of instance-scaled models, 1
+  otherwise), ``u = Up(lo)`` with the sample file's ``upsample`` attribute, ``sigma``, ``s_r``,
+  the model's ``std_c`` and its scale settings from the file's attributes (files without them:
+  the manifest's train normalization, :func:`mhdsr.dataset.manifest.normalization`).
 
 Stochastic baselines get the ensemble size of the methods (the largest among the sim's files).
 Member ``m`` of snapshot ``n`` of the sim with seed ``s`` draws its noise from its own generator
@@ -50,8 +52,14 @@ class BaselineInputs:
         seed: ``baseline_seed`` of the config; ``sim_seed``: the sim's seed (noise keys).
         noise_spectrum: ``(C, S)`` all-shell target spectrum of ``spectral-noise`` (physical
             units squared), or ``None`` when it is not selected.
-        sigma: ``(C,)`` ``sigma * std_c`` of ``noise`` in physical units, or ``None``.
+        sigma: ``(C,)`` noise std of the ``noise`` baseline in physical units before the input
+            level: ``sigma * std_c`` (interpolant formulation) or ``sigma * std_c * s_r,c``
+            (residual formulation), or ``None``.
         upsample: the sample files' ``upsample`` mode (``u`` of ``noise``).
+        level: for instance-scaled models, ``(mean_c, std_c, scale_kmin, scale_floor)`` of the
+            model's normalization: the noise is then multiplied per snapshot by the input's level
+            ``a`` (:func:`mhdsr.method.formulation.level_stats` of the normalized lo), so the
+            baseline is the model's own starting point ``x0`` decoded to physical units.
     """
 
     factor: int
@@ -61,6 +69,7 @@ class BaselineInputs:
     noise_spectrum: np.ndarray | None = None
     sigma: np.ndarray | None = None
     upsample: str = "bilinear"
+    level: tuple[np.ndarray, np.ndarray, int, float] | None = None
 
 
 #: ``make(lo (C, h, w) float32 physical, inputs, snapshot number) -> (M, C, H, W) float32``.
@@ -114,11 +123,28 @@ def _noise(lo: np.ndarray, inputs: BaselineInputs, snapshot: int) -> np.ndarray:
     assert inputs.sigma is not None
     u = upsample_np(lo, inputs.factor, inputs.upsample).astype(np.float64)
     sigma = np.asarray(inputs.sigma, np.float64)[:, None, None]
+    if inputs.level is not None:
+        sigma = sigma * _input_level(lo, *inputs.level)[:, None, None]
     out = np.empty((inputs.n_members, *u.shape), np.float32)
     for m in range(inputs.n_members):
         rng = member_rng(inputs.seed, "noise", inputs.sim_seed, snapshot, m)
         out[m] = u + sigma * rng.standard_normal(u.shape)
     return out
+
+
+def _input_level(
+    lo: np.ndarray, mean: np.ndarray, std: np.ndarray, kmin: int, floor: float
+) -> np.ndarray:
+    """``(C,)`` level ``a`` of an instance-scaled model's normalized input (``level_stats``)."""
+    import torch
+
+    from mhdsr.method.config import MethodConfig
+    from mhdsr.method.formulation import level_stats
+
+    lo_n = (np.asarray(lo, np.float64) - mean[:, None, None]) / std[:, None, None]
+    method = MethodConfig(scale="instance", scale_kmin=int(kmin), scale_floor=float(floor))
+    _, a = level_stats(torch.from_numpy(lo_n)[None], method)
+    return a[0, :, 0, 0].numpy()
 
 
 BASELINES: dict[str, Baseline] = {
@@ -145,8 +171,9 @@ BASELINES: dict[str, Baseline] = {
     "noise": Baseline(
         "noise",
         True,
-        "the flow's start u + sigma eps (u = Up(lo) with the files' upsample "
-        "mode, sigma from their attrs, times the train std of each channel)",
+        "the model's own starting point x0 = base + sigma eps decoded to physical units "
+        "(u + sigma std_c eps, or u + sigma std_c s_r a eps for residual models; settings from "
+        "the sample files' attrs)",
         _noise,
         "sigma",
     ),  # fmt: skip

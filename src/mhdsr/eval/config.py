@@ -17,6 +17,30 @@ BASELINES: tuple[str, ...] = BASELINE_NAMES
 
 
 @dataclass
+class ForecastEvalConfig:
+    """Settings of the forecast and chain evaluation (rollout / chain files below ``samples``;
+    docs/design.md "Forecast stage")."""
+
+    field_leads: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # leads drawn as panels
+    goal_orbits: float = 1.0  # goals: energies and the chain are judged up to this lead (orbits)
+    energy_tol: float = 0.1  # goal: |E_model / E_truth - 1| at most this (mean over initial states)
+    finite_orbits: float = 4.0  # goal: rollouts stay finite this long (orbits)
+    hst_check: bool = True  # cross-check field energies against each run's AthenaK history file
+
+    def validate(self) -> None:
+        """Raises ConfigError naming ``forecast.<key>``."""
+        require(
+            all(k >= 1 for k in self.field_leads),
+            "forecast.field_leads",
+            "leads >= 1",
+            self.field_leads,
+        )
+        require(self.goal_orbits > 0, "forecast.goal_orbits", "> 0", self.goal_orbits)
+        require(self.energy_tol > 0, "forecast.energy_tol", "> 0", self.energy_tol)
+        require(self.finite_orbits > 0, "forecast.finite_orbits", "> 0", self.finite_orbits)
+
+
+@dataclass
 class EvalConfig:
     """``mhdsr eval`` configuration."""
 
@@ -44,6 +68,8 @@ class EvalConfig:
     # at most this many (evenly spaced) reference snapshots enter its PDFs, flatness and physics
     # floor (its mean spectrum and the domain gap use all of them)
     reference_pdf_snapshots: int = 256
+    # rollout (kind forecast) and chain (kind chain) files: their own evaluation, see above
+    forecast: ForecastEvalConfig = field(default_factory=ForecastEvalConfig)
 
     def validate(self) -> None:
         """Raises ConfigError naming the key (file-system checks happen when the run starts)."""

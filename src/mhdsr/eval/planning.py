@@ -208,7 +208,7 @@ def check_baselines(
     a known ``upsample`` mode in every sample file."""
     from typing import get_args
 
-    from mhdsr.method.interpolant import UpsampleMode
+    from mhdsr.method.config import UpsampleMode
 
     modes = get_args(UpsampleMode)
     if "spectral-noise" in baselines and not truth.has_split(train_split):
@@ -246,7 +246,7 @@ def baseline_inputs(
     """
     f0 = job.files[0]
     notes = []
-    sigma = None
+    sigma, level = None, None
     mode = str(f0.attrs.get("upsample", "bilinear"))
     if "noise" in baselines and std is not None:
         pairs = {
@@ -257,7 +257,18 @@ def baseline_inputs(
                 f"sim {job.sim}: method files disagree on (sigma, upsample) {sorted(pairs)}; the "
                 f"noise baseline uses those of {f0.rel}"
             )
-        sigma = float(f0.attrs["sigma"]) * np.asarray(std, np.float64)
+        model_std = f0.attrs.get("norm_std")  # the model's own units when the file records them
+        unit = np.asarray(model_std if model_std is not None else std, np.float64)
+        sigma = float(f0.attrs["sigma"]) * unit
+        if f0.attrs.get("formulation") == "residual" and f0.attrs.get("residual_std") is not None:
+            sigma = sigma * np.asarray(f0.attrs["residual_std"], np.float64)
+        if f0.attrs.get("scale") == "instance":
+            level = (
+                np.asarray(f0.attrs["norm_mean"], np.float64),
+                np.asarray(f0.attrs["norm_std"], np.float64),
+                int(f0.attrs.get("scale_kmin", 0)),
+                float(f0.attrs.get("scale_floor", 1e-4)),
+            )
     needs = {BASELINES[b].needs for b in baselines}
     return (
         BaselineInputs(
@@ -268,6 +279,7 @@ def baseline_inputs(
             noise_spectrum=noise_spectrum if "noise_spectrum" in needs else None,
             sigma=sigma,
             upsample=mode,
+            level=level,
         ),
         notes,
     )

@@ -50,6 +50,36 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", s).strip("-")
 
 
+def _forecast_kinds(samples: str) -> dict[str, list[Path]] | None:
+    """The files below ``samples`` by kind when any is a forecast rollout or chain file (those
+    have their own evaluation, :mod:`mhdsr.eval.forecast_report`), else ``None`` (the
+    super-resolution evaluation, unchanged).
+
+    Raises:
+        EvalInputError: super-resolution sample files mixed with forecast files (evaluate them
+            with separate ``samples`` folders).
+    """
+    from mhdsr.eval.forecast_report import forecast_files
+
+    root = Path(samples)
+    if not root.is_dir():
+        return None  # discover() names the problem
+    paths = sorted(p for p in root.rglob("*.h5") if p.is_file() and not p.name.startswith("."))
+    kinds = forecast_files(paths)
+    if not kinds["forecast"] and not kinds["chain"]:
+        return None
+    if kinds["sr"]:
+        from mhdsr.eval.inputs import EvalInputError
+
+        raise EvalInputError(
+            f"config key 'samples': {root} mixes super-resolution sample files (e.g. "
+            f"{kinds['sr'][0]}) with forecast rollout/chain files (e.g. "
+            f"{(kinds['forecast'] or kinds['chain'])[0]}); evaluate them with separate samples= "
+            "folders"
+        )
+    return kinds
+
+
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate every sample file below ``cfg.samples``; write the outputs; return the metrics.
 
@@ -70,6 +100,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """
     from mhdsr.dataset.manifest import normalization, read_manifest
 
+    forecast = _forecast_kinds(cfg.samples)
+    if forecast is not None:  # rollout / chain files: the forecast evaluation
+        from mhdsr.eval.forecast_report import run_forecast_eval
+
+        return run_forecast_eval(cfg, forecast)
     stdout = sys.stdout
     clock = {"start": time.perf_counter()}
     # ---- headers and plan (cheap; every user error is raised here)

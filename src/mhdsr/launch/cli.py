@@ -1,10 +1,12 @@
 """``mhdsr launch {train,sample,status}``: submit to SLURM (or run locally) with submitit.
 
     mhdsr launch train  --config TRAIN.yaml  [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
+    mhdsr launch forecast --config FORECAST.yaml [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
     mhdsr launch sample --config SAMPLE.yaml [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
     mhdsr launch status --job-dir DIR
 
-``key=value`` overrides are the same as for ``mhdsr train`` / ``mhdsr sample``, plus launch
+``key=value`` overrides are the same as for ``mhdsr train`` / ``mhdsr forecast train`` /
+``mhdsr sample``, plus launch
 settings, bare (``nodes=4 time=24h``) or prefixed (``launch.nodes=4``); see
 :func:`mhdsr.launch.config.split_overrides` for the (unambiguous) routing rule.
 """
@@ -47,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
          "mhdsr launch train --config configs/train/cpu-small.yaml --launch "
          "configs/launch/slurm.yaml nodes=4 gpus_per_node=4 partition=gpu time=24h "
          "engine.device=auto max_steps=200000"),
+        ("forecast", "submit a forecast training job (FORECAST train config + launch settings)",
+         "mhdsr launch forecast --config configs/forecast/cpu-small.yaml --launch "
+         "configs/launch/slurm.yaml nodes=1 gpus_per_node=4 partition=gpu time=12h "
+         "engine.device=auto"),
         ("sample", "submit a sampling job array (SAMPLE config + launch settings)",
          "mhdsr launch sample --config SAMPLE.yaml --launch configs/launch/slurm.yaml "
          "gpus_per_node=1 array_parallelism=16 time=2h"),
@@ -59,7 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         overrides = (
-            "nodes=2 gpus_per_node=4 time=24h" if kind == "train" else "array_parallelism=8 time=2h"
+            "array_parallelism=8 time=2h"
+            if kind == "sample"
+            else "nodes=2 gpus_per_node=4 time=24h"
         )
         add_config_args(q, print_config=False, example=overrides)  # --dry-run prints both
         q.add_argument("--launch", metavar="FILE", default=None, help=_LAUNCH_HELP)
@@ -82,6 +90,10 @@ def _target_schema(kind: str) -> type:
         from mhdsr.train.config import TrainConfig
 
         return TrainConfig
+    if kind == "forecast":
+        from mhdsr.forecast.config import ForecastTrainConfig
+
+        return ForecastTrainConfig
     from mhdsr.sample.config import SampleConfig
 
     return SampleConfig
@@ -97,8 +109,9 @@ def _run(args: argparse.Namespace) -> int:
     target_over, launch_over = split_overrides(args.overrides, schema, args.kind)
     launch = load_launch_config(args.launch, launch_over)
     cfg = load_config(schema, args.config, target_over)
+    trains = args.kind in ("train", "forecast")  # a forecast job is a training job
     if args.dry_run:
-        if args.kind == "train":
+        if trains:
             cfg = launcher.absolute_train_config(cfg)
             launcher.check_train(cfg, launch)
             nodes, tasks = launch.nodes, launch.ranks_per_node()
@@ -115,7 +128,13 @@ def _run(args: argparse.Namespace) -> int:
             print(f"# {launcher.describe_sample_plan(cfg, launch)}")
         print("# dry run: nothing submitted")
         return 0
-    if args.kind == "train":
+    if args.kind == "forecast":
+        from mhdsr.launch.jobs import ForecastTrainJob
+
+        if not launch.job_name:
+            launch.job_name = "mhdsr-forecast"
+        sub = launcher.submit_train(cfg, launch, job_factory=ForecastTrainJob)
+    elif args.kind == "train":
         sub = launcher.submit_train(cfg, launch)
     else:
         sub = launcher.submit_sample(cfg, launch)

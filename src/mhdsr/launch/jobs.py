@@ -70,6 +70,36 @@ class TrainJob(Checkpointable):
         return DelayedSubmission(TrainJob(self.train_config))
 
 
+class ForecastTrainJob(TrainJob):
+    """:class:`TrainJob` for ``mhdsr forecast train``: the same per-task torch.distributed
+    export and requeue contract, running :func:`mhdsr.forecast.task.train` (which resumes from
+    the newest checkpoint in ``run_dir``).
+
+    Args:
+        train_config: the resolved :class:`~mhdsr.forecast.config.ForecastTrainConfig` as a
+            plain dict.
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        """Train (or resume) the forecast model to ``max_steps``; returns the run summary."""
+        dist = submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False, overwrite=True
+        )
+        _banner(
+            f"forecast train rank {dist.rank}/{dist.world_size} (local {dist.local_rank}), "
+            f"master {dist.master_addr}:{dist.master_port}"
+        )
+        from mhdsr.config import from_dict
+        from mhdsr.forecast.config import ForecastTrainConfig
+        from mhdsr.forecast.task import train
+
+        return train(from_dict(ForecastTrainConfig, self.train_config))
+
+    def checkpoint(self) -> DelayedSubmission:
+        """A fresh job (no state carried over): the restart resumes from the newest checkpoint."""
+        return DelayedSubmission(ForecastTrainJob(self.train_config))
+
+
 class SampleJob(Checkpointable):
     """Array task ``task_index`` of ``num_tasks``: generates its share of the work list.
 

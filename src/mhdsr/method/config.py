@@ -1,4 +1,5 @@
-"""Typed configuration of the super-resolution method (the ``method`` section of a train config).
+"""Typed configuration of the super-resolution method (the ``method`` section of a train config)
+and the fixed choices of the method's functions (torch-free, so configs load fast).
 
 It is recorded in every export, so sampling uses exactly the sigma, time range and upsampling the
 network was trained with.
@@ -10,7 +11,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mhdsr.config import require
-from mhdsr.method.interpolant import TimeDist, UpsampleMode
+
+#: Interpolations of ``u = Up(lo)`` (periodic, cell-centred; mhdsr.method.interpolant.upsample).
+UpsampleMode = Literal["bilinear", "bicubic", "spline"]
+#: Laws of the training time ``t`` (mhdsr.method.interpolant.sample_time).
+TimeDist = Literal["uniform", "logit_normal"]
+#: Sampler time grids (mhdsr.method.timegrid.time_grid).
+GridKind = Literal["linear", "quadratic", "edm"]
 
 
 @dataclass
@@ -38,8 +45,20 @@ class MethodConfig:
     formulation: Literal["interpolant", "residual"] = "interpolant"
     #: train samples (first N of the train split, deterministic) that estimate s_r
     residual_samples: int = 64
+    #: global: the train-split channel units; instance: also divide by each input's own level
+    #: a = std(lo) over the field (floored at scale_floor, normalized units), so quiet and
+    #: turbulent snapshots look alike to the network (mhdsr.method.formulation)
+    scale: Literal["global", "instance"] = "global"
+    #: smallest level a (normalized units) for scale = instance (a uniform field at t = 0)
+    scale_floor: float = 1e-4
+    #: scale = instance: a is the rms of the lo field in the shells |k| >= scale_kmin of the lo
+    #: grid (0 = its whole std); the small-scale activity sets the size of the residual
+    scale_kmin: int = 0
     #: project every sample onto {x : avgpool2(x) = lo} (hard consistency with the input)
     project: bool = False
+    #: replace the generated jz by the periodic centred-difference curl of the generated Bx, By
+    #: (AthenaK's own definition), so jz - curl B vanishes by construction
+    derive_jz: bool = False
 
     def validate(self) -> None:
         """Raises ConfigError naming ``method.<key>``."""
@@ -55,3 +74,5 @@ class MethodConfig:
         require(
             self.residual_samples >= 1, "method.residual_samples", ">= 1", self.residual_samples
         )
+        require(self.scale_floor > 0, "method.scale_floor", "> 0", self.scale_floor)
+        require(self.scale_kmin >= 0, "method.scale_kmin", ">= 0", self.scale_kmin)

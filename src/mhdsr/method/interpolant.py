@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mhdsr.errors import ConfigError
+from mhdsr.method.config import TimeDist, UpsampleMode
 
 __all__ = [
     "avgpool2",
@@ -44,10 +45,6 @@ __all__ = [
 #: ``t`` of shape ``(B,)``.
 VelocityModel = Callable[[Tensor, Tensor, Tensor], Tensor]
 
-#: Interpolations of ``u = Up(lo)`` (periodic, cell-centred).
-UpsampleMode = Literal["bilinear", "bicubic", "spline"]
-#: Laws of the training time ``t``.
-TimeDist = Literal["uniform", "logit_normal"]
 _UPSAMPLE_MODES = get_args(UpsampleMode)
 _TIME_KINDS = get_args(TimeDist)
 

@@ -12,6 +12,7 @@ a test can pass a fixed tensor instead of :class:`PerSampleNoise`.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["NoiseSource", "PerSampleNoise", "generator_for", "seed_for"]
+__all__ = ["NoiseSource", "PerSampleNoise", "generator_for", "name_word", "seed_for"]
 
 
 @runtime_checkable
@@ -52,6 +53,15 @@ def seed_for(base_seed: int, *key: int) -> int:
             raise ValueError(f"seed and key entries must be non-negative ints, got {words}")
     state = np.random.SeedSequence([int(w) for w in words]).generate_state(1, dtype=np.uint64)
     return int(state[0])
+
+
+def name_word(name: str) -> int:
+    """A stable non-negative 32-bit key word for a name (CRC-32 of its UTF-8 bytes).
+
+    Sim names such as ``"mri128_nu3e-5/seed_0002"`` carry the resolution folder: seed ids are
+    per resolution, so a 128^2 and a 256^2 sim with the same seed id must not share noise.
+    """
+    return zlib.crc32(name.encode("utf-8"))
 
 
 def generator_for(base_seed: int, *key: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -26,7 +26,8 @@ def make_pair(
     upsample_mode: str,
     generator: torch.Generator | None,
     augment: Sequence[str] | None = None,
-) -> tuple[Tensor, Tensor]:
+    with_lo: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Training pair on the device: ``(hi, u)`` from normalized hi fields.
 
     A random periodic translation by even offsets (``roll``; even keeps the 2x2 coarse cells
@@ -42,9 +43,11 @@ def make_pair(
         upsample_mode: ``bilinear`` | ``bicubic`` | ``spline``.
         generator: RNG for the offsets and group elements (a CPU generator).
         augment: channel names of ``hi`` to augment with the symmetry group; ``None`` = off.
+        with_lo: also return the FULL-field (uncropped, transformed) ``lo = avgpool2(hi)``
+            ``(B, C, H/2, W/2)``, whose level the instance scale measures.
 
     Returns:
-        ``(hi, u)``, each (B, C, crop or H, crop or W).
+        ``(hi, u)``, each (B, C, crop or H, crop or W), and ``lo`` when ``with_lo``.
 
     Raises:
         ShardError: ``crop`` larger than the field.
@@ -62,9 +65,10 @@ def make_pair(
         ox = torch.randint(0, (w - cw) // 2 + 1, (b,), generator=generator) * 2
     if augment is not None:
         hi = symmetry.apply_batch(hi, symmetry.draw(b, generator), augment)
-    u = upsample(avgpool2(hi), 2, upsample_mode)
+    lo = avgpool2(hi)
+    u = upsample(lo, 2, upsample_mode)
     if not window:
-        return hi, u
+        return (hi, u, lo) if with_lo else (hi, u)
     iy = (oy[:, None] + torch.arange(ch)[None, :]) % h  # (B, ch)
     ix = (ox[:, None] + torch.arange(cw)[None, :]) % w  # (B, cw)
     iy, ix = iy.to(hi.device), ix.to(hi.device)
@@ -78,4 +82,4 @@ def make_pair(
             .contiguous()
         )
 
-    return cut(hi), cut(u)
+    return (cut(hi), cut(u), lo) if with_lo else (cut(hi), cut(u))

@@ -19,17 +19,16 @@ number of steps:
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from torch import Tensor
 
 from mhdsr.errors import ConfigError
+from mhdsr.method.config import GridKind
 
 __all__ = ["GRID_KINDS", "GridKind", "time_grid"]
 
-#: Time-grid kinds (see the module docstring).
-GridKind = Literal["linear", "quadratic", "edm"]
 GRID_KINDS = get_args(GridKind)
 
 

@@ -15,14 +15,15 @@ config), ``manifest_sha256`` and ``version``. Exports load with ``torch.load(wei
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mhdsr.errors import CheckpointError
-from mhdsr.io_utils import atomic_path, sha256_file, write_text_atomic
+from mhdsr.errors import CheckpointError, NonFiniteError
+from mhdsr.io_utils import atomic_path, path_inside, sha256_file, write_text_atomic
 
 EXPORT_RE = re.compile(r"^weights_step_(\d{8})\.pt$")
 FORMAT = "mhdsr-export-v1"
@@ -33,13 +34,54 @@ def export_name(step: int) -> str:
     return f"weights_step_{step:08d}.pt"
 
 
-def write_export(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
-    """Rank 0: write ``export/weights_step_XXXXXXXX.pt`` atomically, move ``export/latest``,
-    keep the last ``keep`` exports."""
+def nonfinite_entries(obj: Any, prefix: str = "") -> list[str]:
+    """``"key: n of m values"`` for every floating-point tensor or number inside ``obj``
+    (nested dicts and lists, keys joined with ``.``) that holds NaN/inf; empty if all finite."""
+    out: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += nonfinite_entries(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            out += nonfinite_entries(v, f"{prefix}[{i}]")
+    elif isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() or obj.is_complex():
+            n = int(obj.numel() - torch.isfinite(obj).sum())
+            if n:
+                out.append(f"{prefix}: {n} of {obj.numel()} values")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        out.append(f"{prefix}: {obj}")
+    return out
+
+
+def write_export(run_dir: Path, step: int, payload: dict[str, Any]) -> Path:
+    """Rank 0: write ``export/weights_step_XXXXXXXX.pt`` atomically. ``export/latest`` does not
+    move here: :func:`publish_export` moves it once the matching checkpoint is complete.
+
+    Raises:
+        NonFiniteError: some weight, EMA weight or normalization value is NaN/inf (nothing is
+            written; the message names the entries).
+    """
+    bad = nonfinite_entries(payload)
+    if bad:
+        raise NonFiniteError(
+            f"refusing to export step {step} to {Path(run_dir) / 'export'}: non-finite values in "
+            + "; ".join(bad[:8])
+            + (f"; and {len(bad) - 8} more" if len(bad) > 8 else "")
+        )
     exp = Path(run_dir) / "export"
     path = exp / export_name(step)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+    return path
+
+
+def publish_export(run_dir: Path, step: int, keep: int) -> Path:
+    """Rank 0: point ``export/latest`` at the export of ``step`` (atomically) and keep the last
+    ``keep`` exports. Called after the checkpoint of ``step`` is complete, so both pointers
+    name the same complete step."""
+    exp = Path(run_dir) / "export"
+    path = exp / export_name(step)
     write_text_atomic(exp / "latest", path.name + "\n")
     olds = sorted(p for p in exp.iterdir() if EXPORT_RE.match(p.name))
     for p in olds[:-keep]:
@@ -51,8 +93,11 @@ def resolve_export(path: str | Path) -> Path:
     """An exported weights file from ``path``: the file itself, or a run folder (its latest
     export), or a run's ``export/`` folder.
 
+    The name in ``latest`` must stay inside its folder (no folder part, no ``..``, no symbolic
+    link out: :func:`mhdsr.io_utils.path_inside`), as must a ``weights_step_*.pt`` found there.
+
     Raises:
-        CheckpointError: nothing exported there.
+        CheckpointError: nothing exported there, or a name that leaves the folder.
     """
     p = Path(path)
     if p.is_file():
@@ -60,12 +105,12 @@ def resolve_export(path: str | Path) -> Path:
     for d in (p / "export", p):
         ptr = d / "latest"
         if ptr.is_file():
-            f = d / ptr.read_text().strip()
+            f = path_inside(d, ptr.read_text().strip(), f"{ptr}", CheckpointError)
             if f.is_file():
                 return f
         cands = sorted(q for q in d.glob("weights_step_*.pt")) if d.is_dir() else []
         if cands:
-            return cands[-1]
+            return path_inside(d, cands[-1].name, f"{cands[-1]}", CheckpointError)
     raise CheckpointError(
         f"{p}: no exported weights (expected a weights_step_*.pt file or a run folder with export/latest)"
     )
@@ -94,6 +139,7 @@ def load_export(path: str | Path, map_location: str | torch.device = "cpu") -> d
 
     Raises:
         CheckpointError: unreadable or not an mhdsr export.
+        NonFiniteError: its weights or normalization hold NaN/inf (names the entries).
     """
     f = resolve_export(path)
     try:
@@ -113,6 +159,9 @@ def load_export(path: str | Path, map_location: str | torch.device = "cpu") -> d
     )
     if missing or payload.get("format") != FORMAT:
         raise CheckpointError(f"{f}: not an mhdsr weights export (missing {missing or ['format']})")
+    bad = nonfinite_entries({k: payload[k] for k in ("raw", "ema", "normalization")})
+    if bad:
+        raise NonFiniteError(f"{f}: non-finite values in " + "; ".join(bad[:8]))
     payload["path"] = str(f)
     payload["sha256"] = sha256_file(f)
     return payload

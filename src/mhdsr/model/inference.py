@@ -172,6 +172,11 @@ def load_model(
     except CheckpointError as e:
         raise CheckpointError(f"config key 'checkpoint': {e}") from None
     where = payload["path"]
+    if payload.get("kind") == "forecast":
+        raise CheckpointError(
+            f"config key 'checkpoint': {where} is a forecast model (`mhdsr forecast train`); "
+            "super-resolution needs an export of `mhdsr train`"
+        )
     channels = list(payload["channels"])
     bad = [c for c in channels if c not in CHANNELS]
     if bad or len(set(channels)) != len(channels) or not channels:

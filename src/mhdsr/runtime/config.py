@@ -9,7 +9,7 @@ rejects any other value with the list of valid ones, so the choices live in one 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from mhdsr.config import require
 from mhdsr.errors import ConfigError
@@ -83,11 +83,33 @@ class EngineConfig:
     #: ZeRO-1/2 communication buckets (elements)
     allgather_bucket_size: int = 50_000_000
     reduce_bucket_size: int = 50_000_000
-    #: torch.compile the model (GPU)
+    #: torch.compile the model (DeepSpeed's engine.compile: nn.Module.compile in place, inductor
+    #: backend; weights and exports unchanged). For GPUs; on a CPU it needs a C++ compiler and
+    #: compiles for minutes. A speed option: bench-gpu measures it (benchmarks/gpu_check.py)
     compile: bool = False
+    #: channels-last (NHWC) memory format: the model's weights and its 4-D inputs (activations
+    #: follow). For GPU tensor cores; same results within float tolerance (tested on the CPU)
+    channels_last: bool = False
+    #: fp32 matrix products and convolutions on TF32 tensor cores (CUDA only; in bf16 runs only
+    #: the fp32 parts are affected). Off = IEEE fp32
+    tf32: bool = True
+    #: AdamW's fused kernel: auto (on CUDA), on (also on a CPU), off (foreach). Works with ZeRO
+    #: 0, 1 and 2 (DeepSpeed steps our AdamW on its fp32 partitions)
+    fused_adamw: Literal["auto", "on", "off"] = "auto"
+    #: peak TFLOP/s of one device for the MFU in the logs; 0 = from the table of known GPUs
+    #: (mhdsr.runtime.flops.KNOWN_PEAKS) or, on a CPU, a matrix product measured at start-up
+    peak_tflops: float = 0.0
+    #: seconds a rank waits in a collective (all-reduce, barrier, checkpoint) for the other
+    #: ranks before it gives up with an error: a rank that died or hangs cannot leave the others
+    #: waiting forever (the process-group timeout of gloo and NCCL)
+    dist_timeout_s: float = 600.0
 
     def validate(self) -> None:
         """Raises ConfigError naming ``engine.<key>``."""
+        require(
+            self.dist_timeout_s > 0, "engine.dist_timeout_s", "> 0 seconds", self.dist_timeout_s
+        )
+        require(self.peak_tflops >= 0, "engine.peak_tflops", ">= 0 (0 = auto)", self.peak_tflops)
         if self.zero_stage == 3:
             raise ConfigError(
                 "config key 'engine.zero_stage': ZeRO stage 3 is not supported: the fp32 EMA needs full "
@@ -177,3 +199,27 @@ class DebugConfig:
     stop_after: int = 0
     #: raise an error inside the training loop at this optimizer step (0 = never)
     raise_at_step: int = 0
+    #: only on this rank (-1 = every rank): the other ranks go on to the next collective
+    raise_on_rank: int = -1
+
+
+def check_paths(cfg: Any) -> None:
+    """Check a training config's paths on disk before anything slow happens (importing torch
+    and DeepSpeed, starting the process group): the shard folder ``shards`` holds a valid
+    manifest (:func:`mhdsr.dataset.manifest.read_manifest`, which validates it) and the run
+    folder ``run_dir`` is a writable folder or can be created. Imports only light modules.
+
+    Raises:
+        ShardError: ``shards`` is missing, or its manifest is missing or invalid (names the
+            key ``shards``).
+        ConfigError: ``run_dir`` cannot be created or written (names the key ``run_dir``).
+    """
+    from mhdsr.dataset.manifest import read_manifest
+    from mhdsr.errors import ShardError
+    from mhdsr.io_utils import check_output_dir
+
+    try:
+        read_manifest(cfg.shards)
+    except ShardError as e:
+        raise ShardError(f"config key 'shards': {e}") from None
+    check_output_dir(cfg.run_dir, "run_dir")

@@ -11,11 +11,14 @@ chosen by configuration: ``cpu`` + ``gloo`` here, ``cuda`` + ``nccl`` on GPU clu
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import socket
 import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -128,13 +131,22 @@ def resolve(device: str, backend: str, precision: str) -> tuple[str, str, str]:
 
 
 def setup(
-    device: str = "auto", backend: str = "auto", precision: str = "auto", timeout_min: int = 30
+    device: str = "auto",
+    backend: str = "auto",
+    precision: str = "auto",
+    timeout_s: float = 600.0,
 ) -> DistEnv:
     """Export the launch environment, select the accelerator for DeepSpeed and initialize the
     process group (also for a single process, so collectives work uniformly).
 
     Must run before ``import deepspeed`` anywhere in the process (``DS_ACCELERATOR`` is read at
     import time).
+
+    Args:
+        device, backend, precision: the ``engine`` choices (``auto`` resolved by :func:`resolve`).
+        timeout_s: the process-group timeout (``engine.dist_timeout_s``): a collective that
+            waits longer for another rank raises instead of waiting forever (gloo always;
+            NCCL through its watchdog, which torch enables by default).
     """
     rank, world, local, launcher = detect_launch()
     dev, be, prec = resolve(device, backend, precision)
@@ -155,7 +167,7 @@ def setup(
         deepspeed.init_distributed(
             dist_backend=be,
             auto_mpi_discovery=False,
-            timeout=datetime.timedelta(minutes=timeout_min),
+            timeout=datetime.timedelta(seconds=timeout_s),
             verbose=False,
         )
     return DistEnv(
@@ -179,3 +191,110 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.all_reduce(t)
     return t
+
+
+#: store key under which a failed rank leaves its error message for the other ranks
+FAILURE_KEY = "mhdsr/failed/rank{rank}"
+#: store counter of the ranks that reported a failure (one request tells whether any did)
+FAILURES_KEY = "mhdsr/failures"
+
+
+def _store() -> torch.distributed.Store | None:
+    """The process group's key-value store (torchrun's agent store, or rank 0's TCPStore), or
+    None without a multi-rank process group. Only requests that never wait are made on it
+    (``set``, ``add``, ``check``, and ``get`` of a key known to exist), so its timeout, which
+    torch.distributed relies on elsewhere, is left alone."""
+    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        return None
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        return _get_default_store()
+    except Exception:  # no store reachable: reporting is best effort
+        return None
+
+
+def mark_failed(rank: int, message: str) -> None:
+    """Leave ``message`` in the store as rank ``rank``'s failure (best effort), so that the
+    other ranks can say which rank failed and why (:func:`failed_peers`, :class:`PeerWatch`)."""
+    store = _store()
+    if store is None:
+        return
+    with contextlib.suppress(Exception):
+        store.set(FAILURE_KEY.format(rank=rank), message[:2000])
+        store.add(FAILURES_KEY, 1)
+
+
+def failed_peers(rank: int, world_size: int) -> dict[int, str]:
+    """``{rank: message}`` of the other ranks that reported a failure (:func:`mark_failed`);
+    empty when none did or the store is unreachable (its host, rank 0 under srun, may be the
+    rank that died)."""
+    store = _store()
+    out: dict[int, str] = {}
+    if store is None:
+        return out
+    try:
+        if store.add(FAILURES_KEY, 0) == 0:
+            return out
+        for r in range(world_size):
+            key = FAILURE_KEY.format(rank=r)
+            if r != rank and store.check([key]):
+                out[r] = store.get(key).decode(errors="replace")
+    except Exception:
+        pass
+    return out
+
+
+class PeerWatch:
+    """A daemon thread that ends this rank when another rank has failed and this one is stuck.
+
+    A rank blocked in a collective on a peer that died runs no Python code: NCCL (and DeepSpeed's
+    shared-memory CPU all-reduce) may wait until the process-group timeout, and gloo until the
+    dead peer's sockets close. Every ``interval`` seconds this thread asks the store whether a
+    rank reported a failure (one counter read, :func:`mark_failed`). When one did, the main
+    thread gets ``grace`` seconds to fail on its own (it then raises
+    :class:`~mhdsr.errors.PeerFailedError` naming the failed rank); if the process is still
+    running after that, the thread prints which rank failed and why and ends the process with
+    exit status 2 (``os._exit``: the main thread cannot be interrupted inside a collective;
+    loader workers die with it, see :func:`mhdsr.dataset.stream._worker_init`).
+
+    Args:
+        rank, world_size: this process's place in the job.
+        interval: seconds between two store reads.
+        grace: seconds the main thread gets after a failure is seen.
+    """
+
+    def __init__(
+        self, rank: int, world_size: int, interval: float = 1.0, grace: float = 10.0
+    ) -> None:
+        self.rank, self.world_size = rank, world_size
+        self.interval, self.grace = interval, grace
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> PeerWatch:
+        if self.world_size > 1 and _store() is not None:
+            self._thread = threading.Thread(target=self._run, name="mhdsr-peer-watch", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            peers = failed_peers(self.rank, self.world_size)
+            if not peers:
+                continue
+            if self._stop.wait(self.grace):
+                return  # the main thread ended on its own
+            r = min(peers)
+            print(
+                f"error: rank {r} failed ({peers[r]}); rank {self.rank} was still waiting for it "
+                f"{self.grace:.0f} s later (stuck in a collective) and stops now",
+                file=sys.stderr,
+                flush=True,
+            )
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+            os._exit(2)

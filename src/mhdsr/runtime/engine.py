@@ -11,6 +11,11 @@
   and 0.19); ``data_types.grad_accum_dtype`` is fp32.
 * the learning rate is set by us each step from :func:`lr_at` (warm-up, then constant / cosine
   / inverse-sqrt) as a pure function of the optimizer step, so resume needs no scheduler state.
+
+Speed options (``engine.*``, each leaves results unchanged within float tolerance, tested on the
+CPU): ``fused_adamw`` (:func:`use_fused_adamw`), ``channels_last`` (:func:`to_channels_last`),
+``tf32`` (:func:`set_tf32`, CUDA only) and ``compile`` (:func:`compile_engine`, after the EMA
+copy is made: a deep copy of a compiled module would call the original's compiled forward).
 """
 
 from __future__ import annotations
@@ -100,13 +105,67 @@ def deepspeed_config(cfg: Any, world_size: int, precision: str) -> dict[str, Any
     }
 
 
+def use_fused_adamw(setting: str, device: torch.device) -> bool:
+    """Whether AdamW runs its fused kernel: ``engine.fused_adamw`` = ``on`` | ``off`` | ``auto``
+    (fused on CUDA only). The fused kernel computes the same update as the foreach one within
+    float rounding (tested on the CPU, where torch also has it)."""
+    if setting == "auto":
+        return device.type == "cuda"
+    return setting == "on"
+
+
+def set_tf32(enabled: bool) -> None:
+    """fp32 matrix products (cuBLAS) and convolutions (cuDNN) on TF32 tensor cores, or IEEE fp32
+    (process-wide torch settings; they only act on CUDA kernels)."""
+    mode = "tf32" if enabled else "ieee"
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode
+    else:  # pragma: no cover - older torch
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def _channels_last_inputs(_module: nn.Module, args: tuple) -> tuple:
+    return tuple(
+        a.contiguous(memory_format=torch.channels_last)
+        if torch.is_tensor(a) and a.ndim == 4 and a.is_floating_point()
+        else a
+        for a in args
+    )
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Channels-last (NHWC) memory format: the model's 4-D weights now, and every 4-D float
+    positional input of its forward (a forward pre-hook), so the activations follow. ZeRO-1/2
+    flatten the parameters into contiguous buffers, so there the inputs carry the format. Values
+    are unchanged: only strides differ (results equal within float rounding, tested)."""
+    model.to(memory_format=torch.channels_last)
+    model.register_forward_pre_hook(_channels_last_inputs)
+    return model
+
+
+def compile_engine(engine: Any, backend: str = "inductor") -> None:
+    """``torch.compile`` the engine's model in place (DeepSpeed's ``engine.compile``:
+    ``nn.Module.compile``; parameter names, checkpoints and exports are unchanged). Call after
+    the EMA copy exists. Compilation happens at the first forward of each new input shape or
+    mode (training crops, full-field validation)."""
+    engine.compile(backend=backend)
+
+
 def build_engine(cfg: Any, model: nn.Module, world_size: int, precision: str, device: torch.device):
-    """``deepspeed.initialize`` with our optimizer; returns ``(engine, ds_config)``."""
+    """``deepspeed.initialize`` with our optimizer; returns ``(engine, ds_config)``.
+
+    Applies ``engine.channels_last`` and ``engine.fused_adamw`` (``engine.compile`` is
+    :func:`compile_engine`, called by the trainer once the EMA copy exists).
+    """
     import deepspeed
 
     if precision == "bf16" and cfg.engine.zero_stage == 0:  # precision=auto resolved to bf16
         raise ConfigError(BF16_ZERO0)
     model = model.to(device)
+    if getattr(cfg.engine, "channels_last", False):
+        to_channels_last(model)
     ds_cfg = deepspeed_config(cfg, world_size, precision)
     o = cfg.optim
     opt = GuardedAdamW(
@@ -116,7 +175,7 @@ def build_engine(cfg: Any, model: nn.Module, world_size: int, precision: str, de
         eps=o.eps,
         weight_decay=o.weight_decay,
         clip=o.grad_clip if ds_cfg["gradient_clipping"] == 0.0 else 0.0,
-        fused=device.type == "cuda",
+        fused=use_fused_adamw(getattr(cfg.engine, "fused_adamw", "auto"), device),
     )
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=ds_cfg)
     return engine, ds_cfg

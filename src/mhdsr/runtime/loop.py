@@ -40,11 +40,21 @@ from torch import Tensor, nn
 
 from mhdsr import __version__
 from mhdsr.config import to_dict, to_yaml
-from mhdsr.errors import CheckpointError, ConfigError
-from mhdsr.io_utils import make_output_dir, write_json_atomic, write_text_atomic
+from mhdsr.errors import CheckpointError, ConfigError, PeerFailedError
+from mhdsr.io_utils import make_output_dir, path_inside, write_json_atomic, write_text_atomic
 from mhdsr.method.noise import seed_for
 from mhdsr.runtime import checkpoint as ckpt
-from mhdsr.runtime.distributed import DistEnv, all_reduce_sum, barrier, setup
+from mhdsr.runtime.config import check_paths
+from mhdsr.runtime.distributed import (
+    DistEnv,
+    PeerWatch,
+    all_reduce_sum,
+    barrier,
+    failed_peers,
+    mark_failed,
+    setup,
+)
+from mhdsr.runtime.flops import CallRecorder, device_peak, meta_copy, mfu
 from mhdsr.runtime.monitor import Monitor
 
 log = logging.getLogger("mhdsr.train")
@@ -99,6 +109,12 @@ class Task(Protocol):
     def describe(self) -> str:
         """One phrase for the start-up log line (e.g. the channels)."""
 
+    # Optional: ``flops_per_sample(model) -> float``, the model FLOPs of one training sample
+    # (forward + backward, :func:`mhdsr.runtime.flops.training_flops` at the training input
+    # size), counted once at start-up for the MFU. A task without it is counted generically:
+    # every model call of the first micro-step is recorded (:class:`~mhdsr.runtime.flops.CallRecorder`)
+    # and counted on a meta copy of the model.
+
 
 @dataclass
 class TrainState:
@@ -143,6 +159,15 @@ class _Window:
     def restart_clock(self) -> None:
         """Keep panels and checkpoint saves out of the step-time statistics."""
         self.t0, self.steps, self.wait = time.perf_counter(), 0, 0.0
+
+
+def _log_flops(flops_per_sample: float, peak: float, source: str) -> None:
+    """The start-up line of the MFU inputs."""
+    log.info(
+        "model FLOPs %.4g GFLOP per training sample (forward + backward, FlopCounterMode) | "
+        "peak %.4g TFLOP/s per device (%s)",
+        flops_per_sample / 1e9, peak / 1e12, source,
+    )  # fmt: skip
 
 
 def _setup_logging(run_dir: Path, env: DistEnv) -> None:
@@ -242,13 +267,104 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
     Returns:
         The run summary (rank 0's view), also written to ``run_dir/summary.json``.
 
+    Failure: whatever goes wrong on one rank, that rank stops its loader workers (the batch
+    stream is closed in a ``finally``) and leaves its error in the process group's store before
+    it exits; a rank that then fails in a collective reports :class:`PeerFailedError` naming
+    the failed rank instead of its own symptom, one still stuck in a collective is ended by its
+    :class:`~mhdsr.runtime.distributed.PeerWatch` thread with that message, and a rank that
+    waits on a hung (not failed) one gives up after ``engine.dist_timeout_s``. So an error
+    ends every rank within a bounded time.
+
     Raises:
         ConfigError, ShardError, CheckpointError: bad settings, data or run folder.
+        PeerFailedError: another rank failed (the message names it and its error).
     """
+    check_paths(cfg)  # before DeepSpeed is imported: a wrong path is reported in seconds
+    env = setup(
+        cfg.engine.device, cfg.engine.backend, cfg.engine.precision, cfg.engine.dist_timeout_s
+    )
+    state, stream = TrainState(), _BatchStream()
+    watch = PeerWatch(env.rank, env.world_size).start()
+    try:
+        return _fit(cfg, make_task, env, state, stream)
+    except Exception as e:
+        stream.shutdown()
+        peer = _on_failure(env, state.step, e)
+        if peer is None:
+            raise
+        raise peer from e
+    finally:
+        stream.shutdown()
+        watch.stop()
+
+
+class _BatchStream:
+    """The task's open batch iterator. :meth:`close` closes it at the end of a segment, which
+    stops its loader workers (:class:`mhdsr.dataset.stream.Loader`) at once, without waiting for
+    garbage collection, unless they are persistent; :meth:`shutdown` (however training ends)
+    also stops persistent workers (the ``shutdown()`` of the last iterator that had one)."""
+
+    def __init__(self) -> None:
+        self.it: Iterator[dict[str, Any]] | None = None
+        self._shutdown: Callable[[], None] | None = None
+
+    def open(self, it: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        self.close()
+        self.it = it
+        self._shutdown = getattr(it, "shutdown", self._shutdown)
+        return it
+
+    def close(self) -> None:
+        it, self.it = self.it, None
+        if it is not None and hasattr(it, "close"):
+            it.close()
+
+    def shutdown(self) -> None:
+        self.close()
+        fn, self._shutdown = self._shutdown, None
+        if fn is not None:
+            fn()
+
+
+def _on_failure(env: DistEnv, step: int, e: Exception) -> PeerFailedError | None:
+    """After an error on this rank: when another rank reported a failure first, the error to
+    raise instead (this rank's error is then a consequence); else None, after leaving this
+    rank's error in the store for the others (:func:`mhdsr.runtime.distributed.mark_failed`)."""
+    if env.world_size <= 1:
+        return None
+    first = (str(e).strip().splitlines() or [""])[0][:500]
+    peers = failed_peers(env.rank, env.world_size)
+    if peers:
+        r = min(peers)
+        return PeerFailedError(
+            f"rank {r} failed ({peers[r]}); rank {env.rank} stopped waiting for it at step "
+            f"{step} ({type(e).__name__}: {first})"
+        )
+    msg = f"at step {step}: {type(e).__name__}: {first}"
+    mark_failed(env.rank, msg)
+    log.error("rank %d failed %s", env.rank, msg)
+    return None
+
+
+def _fit(
+    cfg: Any,
+    make_task: Callable[[Any, DistEnv], Task],
+    env: DistEnv,
+    state: TrainState,
+    stream: _BatchStream,
+) -> dict[str, Any]:
+    """:func:`fit` once the process group exists; ``state`` is filled in as training goes and
+    the batch iterator is held by ``stream`` (closed by :func:`fit`, however it ends)."""
     # ------------------------------------------------------------------ processes and devices
-    env = setup(cfg.engine.device, cfg.engine.backend, cfg.engine.precision)
     from mhdsr.runtime.ema import EMA, full_fp32_params
-    from mhdsr.runtime.engine import build_engine, grad_norm, lr_at, set_lr
+    from mhdsr.runtime.engine import (
+        build_engine,
+        compile_engine,
+        grad_norm,
+        lr_at,
+        set_lr,
+        set_tf32,
+    )
 
     task = make_task(cfg, env)  # reads and checks the data description
     run_dir = Path(cfg.run_dir)
@@ -260,11 +376,17 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
     if device.type == "cpu":
         local_world = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    if device.type == "cuda":
+        set_tf32(cfg.engine.tf32)
 
     # ------------------------------------------------------------------ model and resume point
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = task.build_model()
     n_params = sum(p.numel() for p in model.parameters())
+    # model FLOPs per training sample, for the MFU (counted on a meta copy: seconds, no memory)
+    count_flops = getattr(task, "flops_per_sample", None)
+    flops_per_sample = float(count_flops(model)) if count_flops is not None else float("nan")
+    flops_model = None if count_flops is not None else meta_copy(model)  # counted at step 1
     resume = ckpt.find_latest(run_dir)
     mode, export_payload = "fresh", None
     if resume is not None:
@@ -293,14 +415,16 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
                 )
             from mhdsr.model.export import load_export
 
-            export_payload = load_export(run_dir / "export" / resume.export)
+            where = f"{resume.path / 'meta.json'}: key 'export'"
+            export_payload = load_export(
+                path_inside(run_dir / "export", resume.export, where, CheckpointError)
+            )
             check_frozen(cfg, export_payload["config"], task.frozen_keys)
             model.load_state_dict(export_payload["raw"])
             mode = "export"
     engine, ds_cfg = build_engine(cfg, model, env.world_size, env.precision, device)
     e = cfg.ema
     ema = EMA(model, decay=e.decay, start_step=e.start_step, warmup=e.warmup, every=e.every)
-    state = TrainState()
     if mode == "deepspeed":
         _, client = engine.load_checkpoint(
             str(run_dir / "checkpoints"),
@@ -324,6 +448,9 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
             {"weights": export_payload["ema"], "updates": export_payload["ema_updates"]}
         )
     ema.model.to(device)
+    if cfg.engine.compile:  # after the EMA copy: a copy of a compiled module runs the original
+        compile_engine(engine)
+    peak = device_peak(device, env.precision, cfg.engine.peak_tflops, cfg.engine.tf32)
     global_batch = cfg.data.micro_batch * cfg.optim.grad_accum * env.world_size
 
     # ------------------------------------------------------------------ record the run
@@ -341,6 +468,8 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
             "resumed at world size %d from exported weights of step %d (checkpoint had world size %d): optimizer state restarted",
             env.world_size, state.step, resume.world_size,
         )  # fmt: skip
+    if flops_model is None:
+        _log_flops(flops_per_sample, peak.flops, peak.source)
     for note in task.notes:
         log.info("%s", note)
     if state.step >= cfg.max_steps:
@@ -352,8 +481,11 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
 
     def save_checkpoint() -> None:
         """Collective: DeepSpeed checkpoint (+ client state) and the plain-weights export, both
-        built from ``state`` here and nowhere else."""
-        from mhdsr.model.export import FORMAT, export_name, write_export
+        built from ``state`` here and nowhere else. Order: the export file (refused if it holds
+        NaN/inf), then the checkpoint, which moves ``checkpoints/latest`` once complete, then
+        ``export/latest``: both pointers name the same complete step, and a job killed in
+        between resumes from the previous checkpoint with the previous export."""
+        from mhdsr.model.export import FORMAT, export_name, publish_export, write_export
 
         raw = full_fp32_params(engine.module, env.precision)  # collective in bf16
         rng = [None] * env.world_size
@@ -373,7 +505,7 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
                 "raw": {k: v.detach().cpu().clone() for k, v in raw.items()},
                 "ema": ema.state_dict()["weights"], "ema_updates": ema.updates,
                 **task.export_fields(), **common,
-            }, cfg.checkpoint.keep)  # fmt: skip
+            })  # fmt: skip
         client = {
             "step": state.step, "samples_seen": state.samples_seen,
             "skipped_nonfinite": state.skipped_nonfinite, "skipped_steps": int(engine.skipped_steps),
@@ -385,19 +517,27 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
             "normalization": task.normalization, **common,
         }  # fmt: skip
         ckpt.save(engine, run_dir, state.step, client, meta, cfg.checkpoint.keep, env.is_main)
+        if env.is_main:
+            publish_export(run_dir, state.step, cfg.checkpoint.keep)
         log.info("checkpoint %s saved (export %s)", ckpt.tag_for(state.step), name)
 
     # ------------------------------------------------------------------ main loop
     batches: Iterator[dict[str, Any]] | None = None
     window = _Window(cfg.log.t_bins)
     steps_here, run_wait, run_t0, run_steps0 = 0, 0.0, time.perf_counter(), state.step
+    timed = {"s": 0.0, "steps": 0, "wait_s": 0.0}  # the log windows' step time over the run
+    recorder: CallRecorder | None = None
     while state.step < cfg.max_steps:
         step = state.step
         if batches is None:
-            batches = task.batches(step)
+            batches = stream.open(task.batches(step))
         set_lr(engine, lr_at(cfg, step))
-        if cfg.debug.raise_at_step and step == cfg.debug.raise_at_step:
-            raise RuntimeError(f"debug.raise_at_step={step}: injected failure")
+        if (
+            cfg.debug.raise_at_step
+            and step == cfg.debug.raise_at_step
+            and cfg.debug.raise_on_rank in (-1, env.rank)
+        ):
+            raise RuntimeError(f"debug.raise_at_step={step}: injected failure on rank {env.rank}")
 
         # ---- accumulate gradients over micro-batches
         for micro in range(cfg.optim.grad_accum):
@@ -413,7 +553,14 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
             key = 0 if task.overfit else step
             gen = torch.Generator().manual_seed(seed_for(cfg.seed, env.rank, key, micro))
             torch.manual_seed(seed_for(cfg.seed, env.rank, key, micro, 1))  # dropout
+            if flops_model is not None and micro == 0:  # generic FLOP count: the first micro-step
+                recorder = CallRecorder(engine)
             loss, per, t = task.loss(engine, batch["x"].to(device, non_blocking=True), gen)
+            if recorder is not None:
+                recorder.stop()
+                flops_per_sample = recorder.training_flops(flops_model) / max(1, len(batch["x"]))
+                flops_model = recorder = None
+                _log_flops(flops_per_sample, peak.flops, peak.source)
             if step in cfg.debug.nonfinite_loss_steps and env.is_main:
                 loss = loss * float("nan")
             if step in cfg.debug.zero_grad_steps:
@@ -452,6 +599,10 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
             all_reduce_sum(tb)
             now = time.perf_counter()
             dt = (now - window.t0) / max(1, window.steps)
+            timed["s"] += now - window.t0
+            timed["steps"] += window.steps
+            timed["wait_s"] += stats[2].item() / env.world_size
+            per_device = global_batch / max(dt, 1e-9) / env.world_size  # samples/s per device
             # the mean over ranks and micro-batches since the last line: what the console shows
             state.last_loss = stats[0].item() / stats[1].item() if stats[1].item() else float("nan")
             if monitor:
@@ -461,6 +612,8 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
                     "train/lr": lr_at(cfg, step - 1), "train/grad_norm": grad_norm(engine),
                     "train/skipped_steps": float(state.skipped_nonfinite), "train/skipped_shards": float(state.skipped_shards),
                     "perf/step_time_s": dt, "perf/samples_per_s": global_batch / max(dt, 1e-9),
+                    "perf/tflops_per_device": flops_per_sample * per_device / 1e12,
+                    "perf/mfu": mfu(flops_per_sample, per_device, peak.flops),
                     "perf/data_wait_frac": stats[2].item() / env.world_size / max(now - window.t0, 1e-9),
                     "perf/max_rss_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                     **({"perf/cuda_max_alloc_GiB": torch.cuda.max_memory_allocated() / 2**30} if device.type == "cuda" else {}),
@@ -483,7 +636,8 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
             window.restart_clock()
         if step % cfg.checkpoint.every == 0 or last:
             save_checkpoint()
-            batches = None  # the data stream restarts at every checkpoint (exact resume)
+            stream.close()  # the data stream restarts at every checkpoint (exact resume)
+            batches = None
             window.restart_clock()
         if cfg.debug.stop_after and steps_here >= cfg.debug.stop_after and not last:
             log.info(
@@ -496,6 +650,12 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
     rank_steps = [state.step] * env.world_size
     if env.world_size > 1:  # every rank must have taken the same steps
         torch.distributed.all_gather_object(rank_steps, state.step)
+    run_sps = global_batch * timed["steps"] / timed["s"] if timed["s"] > 0 else float("nan")
+    run_mfu = mfu(flops_per_sample, run_sps / env.world_size, peak.flops)
+
+    def finite(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
     summary = {
         "step": state.step, "rank_steps": rank_steps, "samples_seen": state.samples_seen,
         "skipped_nonfinite": state.skipped_nonfinite, "skipped_shards": state.skipped_shards,
@@ -503,6 +663,16 @@ def fit(cfg: Any, make_task: Callable[[Any, DistEnv], Task]) -> dict[str, Any]:
         "resumed_from": resume.tag if resume else None, "resume_mode": mode, "last_loss": state.last_loss,
         "export": None, "wall_s": time.perf_counter() - run_t0, "steps_this_run": state.step - run_steps0,
         "data_wait_s": run_wait,
+        # throughput over the logged windows of this run (checkpoints and panels excluded)
+        "perf": {
+            "timed_steps": timed["steps"], "samples_per_s": finite(run_sps),
+            "step_time_s": finite(timed["s"] / timed["steps"]) if timed["steps"] else None,
+            "data_wait_frac": timed["wait_s"] / timed["s"] if timed["s"] > 0 else None,
+            "flops_per_sample": finite(flops_per_sample),
+            "tflops_per_device": finite(flops_per_sample * run_sps / env.world_size / 1e12),
+            "peak_tflops_per_device": finite(peak.flops / 1e12), "peak_source": peak.source,
+            "mfu": finite(run_mfu),
+        },
     }  # fmt: skip
     if (run_dir / "export").is_dir():
         from mhdsr.model.export import resolve_export

@@ -45,10 +45,14 @@ class Monitor:
         if not console:
             return
         if "train/loss" in values:
+            tflops = values.get("perf/tflops_per_device", float("nan"))
+            mfu = values.get("perf/mfu", float("nan"))
             log.info(
-                "step %d/%d | loss %.4g | lr %.3g | gnorm %.3g | %.1f samples/s | %.3f s/step | data wait %.1f%% | skipped steps %d, shard errors %d",
+                "step %d/%d | loss %.4g | lr %.3g | gnorm %.3g | %.1f samples/s | %.3f s/step | %s TFLOP/s/device | MFU %s | data wait %.1f%% | skipped steps %d, shard errors %d",
                 step, self.cfg.max_steps, values["train/loss"], values["train/lr"], values["train/grad_norm"],
-                values["perf/samples_per_s"], values["perf/step_time_s"], 100 * values["perf/data_wait_frac"],
+                values["perf/samples_per_s"], values["perf/step_time_s"],
+                f"{tflops:.3g}" if tflops == tflops else "n/a", f"{100 * mfu:.1f}%" if mfu == mfu else "n/a",
+                100 * values["perf/data_wait_frac"],
                 int(values["train/skipped_steps"]), int(values["train/skipped_shards"]),
             )  # fmt: skip
         else:

@@ -5,8 +5,9 @@ Per snapshot (docs/design.md "The method"): ``lo`` in physical units (:mod:`mhds
 ``u = Up((lo - mean) / std)`` with the export's normalization and upsampling mode, ``x`` from
 the sampler started at ``u + sigma * eps``, output ``x * std + mean`` (physical units).
 
-Reproducibility: member ``m`` of snapshot ``n`` of the sim with seed ``s`` draws all its noise
-(the start and, for the SDE, every step) from its own generator keyed ``(seed, s, n, m)``
+Reproducibility: member ``m`` of snapshot ``n`` of the sim named ``sim`` with seed ``s`` draws all
+its noise (the start and, for the SDE, every step) from its own generator keyed
+``(seed, crc32(sim), s, n, m)`` (the name tells 128^2 and 256^2 sims of one seed id apart)
 (:class:`~mhdsr.method.noise.PerSampleNoise`), and the network evaluates each sample
 independently of its batch (:func:`~mhdsr.model.inference.batch_invariant_linears`). So the
 samples do not depend on ``batch_size``, the order of work or the number of tasks. On the CPU
@@ -199,6 +200,8 @@ def _settings(
         "sampler": sampler_spec(cfg, lm),
         "sigma": lm.sigma,
         "upsample": lm.upsample,
+        "project": lm.form.project,
+        "derive_jz": bool(lm.form.method.derive_jz),
         "channels": list(lm.channels),
         "ensemble": int(cfg.ensemble),
         "seed": int(cfg.seed),
@@ -207,6 +210,7 @@ def _settings(
         "lo_kind": sim.lo_kind,
         "snapshots": [s.snapshot for s in sim.snaps],
         "hi_shape": list(hi),
+        **sim.extra_attrs,
     }
 
 
@@ -223,6 +227,9 @@ def prepare(cfg: SampleConfig, device: torch.device | str = "cpu") -> Plan:
         ShardError, AthenaKFormatError: missing or malformed inputs.
     """
     lm = load_model(cfg.checkpoint, cfg.weights, device, shards=cfg.shards or None)
+    for key in ("project", "derive_jz"):  # sampling-time overrides of the post-processing
+        if getattr(cfg, key) is not None:
+            setattr(lm.form.method, key, bool(getattr(cfg, key)))
     sims = index_inputs(cfg, lm.channels)
     hi_shapes, settings = {}, {}
     for sim in sims:
@@ -285,6 +292,10 @@ def _attrs(plan: Plan, sim: SimInput) -> dict[str, Any]:
         "upsample": lm.upsample,
         "formulation": lm.form.kind,
         "project": lm.form.project,
+        "scale": lm.form.scale,
+        "scale_kmin": int(getattr(lm.form.method, "scale_kmin", 0)),
+        "scale_floor": float(getattr(lm.form.method, "scale_floor", 1e-4)),
+        "derive_jz": bool(lm.form.method.derive_jz),
         "norm_mean": [float(x) for x in lm.mean],
         "norm_std": [float(x) for x in lm.std],
         **(
@@ -294,6 +305,7 @@ def _attrs(plan: Plan, sim: SimInput) -> dict[str, Any]:
         ),
         "units": "physical (denormalized with the export's per-channel mean/std)",
         "settings": json.dumps(plan.settings[sim.name], sort_keys=True),
+        **sim.extra_attrs,
     }
 
 
@@ -312,8 +324,8 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
     Returns:
         The output path.
     """
-    from mhdsr.method.formulation import super_resolve
-    from mhdsr.method.noise import PerSampleNoise
+    from mhdsr.method.formulation import derive_current, super_resolve
+    from mhdsr.method.noise import PerSampleNoise, name_word
 
     cfg, lm, dev = plan.cfg, plan.lm, plan.device
     n_snap, n_mem = len(sim.snaps), int(cfg.ensemble)
@@ -330,6 +342,8 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
         with_keys=sim.source.startswith("shards"),
         attrs=_attrs(plan, sim),
     ) as w:
+        for name, arr in sim.datasets.items():  # forecast inputs: init_index, lead
+            w.f[name] = arr
         u_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for b0 in range(0, len(items), cfg.batch_size):
             batch = items[b0 : b0 + cfg.batch_size]
@@ -354,13 +368,16 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
                 del u_cache[t]
             lo_n = torch.stack([u_cache[t][0] for t, _ in batch])
             u = torch.stack([u_cache[t][1] for t, _ in batch])
-            keys = [(sim.seed, sim.snaps[t].snapshot, m) for t, m in batch]
+            keys = [(name_word(sim.name), sim.seed, *sim.snaps[t].noise_key, m) for t, m in batch]
             noise = PerSampleNoise.from_keys(cfg.seed, keys, device=dev, dtype=torch.float32)
             x = super_resolve(
                 s.name, lm.model, lo_n, lm.form, noise,
                 n_steps=s.steps, grid=s.grid, rho=s.rho, options=s.options, u=u,
             )  # fmt: skip
-            out = lm.denormalize(x).float().cpu().numpy()
+            phys = lm.denormalize(x)
+            if lm.form.method.derive_jz:
+                phys = derive_current(phys, lm.channels)
+            out = phys.float().cpu().numpy()
             i = 0
             while i < len(batch):  # contiguous runs of one snapshot -> one slice write
                 t, m0 = batch[i]
@@ -525,10 +542,15 @@ def format_summary(res: dict[str, Any], cfg: SampleConfig) -> str:
         f"mhdsr sample (task {res['task_index']}/{res['num_tasks']}, {res['device']}): "
         f"{len(res['done'])} sim(s) written, {len(res['skipped'])} already complete, "
         f"{len(res['failed'])} failed -> {res['output_dir']}",
-        f"  {res['samples']} samples in {res['seconds']:.1f} s = {res['samples_per_s']:.3g} samples/s "
-        f"({cfg.sampler.name}, {cfg.sampler.steps} steps, {res['nfe_per_sample']} NFE/sample, "
-        f"ensemble {cfg.ensemble}, batch {cfg.batch_size})",
     ]
+    if res["samples"]:
+        lines.append(
+            f"  {res['samples']} samples in {res['seconds']:.1f} s = {res['samples_per_s']:.3g} "
+            f"samples/s ({cfg.sampler.name}, {cfg.sampler.steps} steps, "
+            f"{res['nfe_per_sample']} NFE/sample, ensemble {cfg.ensemble}, batch {cfg.batch_size})"
+        )
+    elif not res["failed"]:
+        lines.append("  nothing to sample: every sim of this task is complete")
     for sim, msg in res["errors"].items():
         lines.append(f"  FAILED {sim}: {msg}")
     return "\n".join(lines)

@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 from mhdsr.config import require
 from mhdsr.errors import ConfigError
-from mhdsr.method.timegrid import GridKind
+from mhdsr.method.config import GridKind
 
-#: Where the lo fields come from.
-InputKind = Literal["shards", "runs"]
+#: Where the lo fields come from (forecast: every lead of ``mhdsr forecast rollout`` files).
+InputKind = Literal["shards", "runs", "forecast"]
 #: Which exported weights to sample with.
 Weights = Literal["ema", "raw"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -32,7 +32,8 @@ Device = Literal["auto", "cpu", "cuda"]
 class InputsConfig:
     """Which low-resolution fields are super-resolved (one output file per sim)."""
 
-    #: shards: a split of the shard folder `shards` | runs: AthenaK run folders
+    #: shards: a split of the shard folder `shards` | runs: AthenaK run folders | forecast:
+    #: rollout files of `mhdsr forecast rollout` (the chain: every lead step is super-resolved)
     kind: InputKind = "shards"
     #: kind=shards: manifest split (test | val | train | heldout)
     split: str = "test"
@@ -44,6 +45,11 @@ class InputsConfig:
     snap_end: int | None = None
     #: keep every stride-th snapshot of each sim's window, counting from the first
     stride: int = 1
+    #: kind=forecast: rollout HDF5 files (globs; a folder means its *.h5); snap_* and stride do
+    #: not apply, every initial state and lead is taken
+    forecasts: list[str] = field(default_factory=list)
+    #: kind=forecast: super-resolve leads 1 .. max_lead (0 = every lead of the files)
+    max_lead: int = 0
 
     def validate(self) -> None:
         """Raises ConfigError naming ``inputs.<key>``."""
@@ -58,8 +64,16 @@ class InputsConfig:
                 "snap_start <= snap_end",
                 (self.snap_start, self.snap_end),
             )
+        require(self.max_lead >= 0, "inputs.max_lead", "an integer >= 0", self.max_lead)
         if self.kind == "shards":
             require(bool(self.split), "inputs.split", "a shard split name", self.split)
+        elif self.kind == "forecast":
+            require(
+                len(self.forecasts) > 0,
+                "inputs.forecasts",
+                "a non-empty list of rollout files or folders (inputs.kind=forecast)",
+                self.forecasts,
+            )
         else:
             require(
                 len(self.runs) > 0,
@@ -118,12 +132,17 @@ class SampleConfig:
     ensemble: int = 4
     #: samples per network call (does not change the results)
     batch_size: int = 8
-    #: noise base seed; member m of (sim seed s, snapshot n) uses key (s, n, m)
+    #: noise base seed; member m of (sim named sim, seed s, snapshot n) uses key (crc32(sim), s, n, m)
     seed: int = 0
     #: auto (cuda if visible, else cpu) | cpu | cuda (the local rank's GPU)
     device: Device = "auto"
     #: fully-convolutional mode: accept inputs of another size
     allow_other_resolution: bool = False
+    #: hard consistency projection onto avgpool2(sample) = lo: null = as the model was trained
+    #: (its method.project), true / false to override (a post-processing choice)
+    project: bool | None = None
+    #: replace jz by curl B of the sample: null = as trained (method.derive_jz), true / false
+    derive_jz: bool | None = None
     #: tqdm progress bar (samples/s) on the first task
     progress: bool = True
 

@@ -10,7 +10,7 @@ Layout of ``<output_dir>/<sim with "/" -> "__">.h5``::
     key       (T,)            str      shard sample keys (inputs from shards only)
     attrs: channels, sampler (JSON), checkpoint, checkpoint_sha256, checkpoint_step, weights,
            sigma, seed, ensemble, code_version, sim, sim_seed, source, lo_kind, upsample,
-           formulation (interpolant | residual), project, norm_mean, norm_std (the model's
+           formulation (interpolant | residual), scale, project, derive_jz, norm_mean, norm_std (the model's
            per-channel normalization), residual_std (residual formulation), t_min, t_max,
            settings (JSON of everything that determines the numbers), complete
 
@@ -30,6 +30,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from mhdsr.errors import NonFiniteError
 
 SUFFIX = ".h5"
 
@@ -119,6 +121,8 @@ class SimWriter:
             f.attrs[k] = v
         f.attrs["complete"] = False
         self.committed = False
+        self.channels = list(channels)
+        self.snapshots: dict[int, int] = {}
 
     def __enter__(self) -> SimWriter:
         return self
@@ -127,6 +131,7 @@ class SimWriter:
         self, t: int, lo: np.ndarray, *, time: float, snapshot: int, cycle: int, key: str | None
     ) -> None:
         """Store snapshot ``t``'s lo field ``(C, h, w)`` and its coordinates."""
+        self.snapshots[t] = int(snapshot)
         self.f["input"][t] = lo
         self.f["time"][t] = time
         self.f["snapshot"][t] = snapshot
@@ -135,7 +140,23 @@ class SimWriter:
             self.f["key"][t] = key
 
     def write_samples(self, t: int, m0: int, x: np.ndarray) -> None:
-        """Store members ``m0 .. m0 + len(x) - 1`` of snapshot ``t``; ``x`` ``(k, C, H, W)``."""
+        """Store members ``m0 .. m0 + len(x) - 1`` of snapshot ``t``; ``x`` ``(k, C, H, W)``.
+
+        Raises:
+            NonFiniteError: ``x`` holds NaN/inf; the message names the file, the snapshot, the
+                members and the count per channel. Nothing is stored, so the file never
+                becomes complete (the temporary file is removed when the writer is left).
+        """
+        finite = np.isfinite(x)
+        if not finite.all():
+            per_ch = (~finite).sum(axis=(0, 2, 3))
+            members = sorted({m0 + i for i in range(len(x)) if not finite[i].all()})
+            where = ", ".join(f"{c}: {int(n)}" for c, n in zip(self.channels, per_ch) if n)
+            raise NonFiniteError(
+                f"{self.path}: the model produced non-finite values for snapshot "
+                f"{self.snapshots.get(t, t)} (index {t}), member(s) {members} ({where} values); "
+                "the file is not written"
+            )
         self.f["samples"][t, m0 : m0 + len(x)] = x
 
     def commit(self) -> None:

@@ -10,6 +10,11 @@ Two sources (``inputs.kind``), both grouped by sim (one output file per sim):
   process reads just the samples of its own sims.
 * ``runs``: AthenaK run folders (the held-out native-128 seeds), ``lo`` = the snapshot itself
   (``lo_kind = "native"``), read with :mod:`mhdsr.athenak`.
+* ``forecast``: rollout files of ``mhdsr forecast rollout`` (the forecast -> super-resolve
+  chain, docs/design.md "Forecast stage"): every lead ``k`` of every initial state ``i`` is one
+  input, ``lo`` = ``forecast[i, k]`` (``lo_kind = "forecast"``), in the file's order (initial
+  state major). Its noise is keyed by ``(initial snapshot, lead)`` instead of the snapshot, the
+  output file gains ``init_index`` and ``lead`` datasets and the rollout file's name and sha256.
 
 The sim name is ``"<resolution folder>/<run folder>"`` (e.g. ``"mri128_nu3e-5/seed_0002"``),
 the same as the shard builder's ``json.sim``; the sim seed is the deck's ``problem/rseed`` (else
@@ -38,6 +43,7 @@ SEED_DIR_RE = re.compile(r"^seed_(\d+)$")
 
 LO_NATIVE = "native"
 LO_DERIVED = "derived_avgpool2"
+LO_FORECAST = "forecast"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,9 @@ class Snap:
         cycle: AthenaK cycle (runs: -1 until read).
         key: shard sample key ``s{seed:04d}_n{snapshot:05d}`` (shards only, else ``None``).
         member: ``(tar path, byte offset, size)`` of the ``lo.npy``/``hi.npy`` member (shards).
+        noise: the words of the noise key that replace ``(snapshot,)`` (forecast inputs:
+            ``(initial snapshot, lead)``); ``None`` = the snapshot.
+        index: forecast inputs: ``(initial state, lead index)`` in the rollout file.
     """
 
     snapshot: int
@@ -57,6 +66,13 @@ class Snap:
     cycle: int
     key: str | None = None
     member: tuple[str, int, int] | None = None
+    noise: tuple[int, ...] | None = None
+    index: tuple[int, int] | None = None
+
+    @property
+    def noise_key(self) -> tuple[int, ...]:
+        """The words of this input's noise key after the sim's (``(snapshot,)`` by default)."""
+        return self.noise if self.noise is not None else (self.snapshot,)
 
 
 @dataclass
@@ -73,6 +89,10 @@ class SimInput:
         run_dir: the run folder (``runs`` only).
         stored_channels: channel names of the stored arrays (shards: manifest order).
         stored_shape: ``(C, H, W)`` of the stored member (shards only).
+        forecast_file: the rollout file (``forecast`` only).
+        extra_attrs: attributes (and settings) the output file adds (``forecast``: kind,
+            forecast_file, forecast_sha256, dt_orbits).
+        datasets: extra ``(T,)`` datasets of the output file (``forecast``: init_index, lead).
     """
 
     name: str
@@ -84,6 +104,9 @@ class SimInput:
     run_dir: str | None = None
     stored_channels: tuple[str, ...] = CHANNELS
     stored_shape: tuple[int, ...] | None = None
+    forecast_file: str | None = None
+    extra_attrs: dict[str, Any] = field(default_factory=dict)
+    datasets: dict[str, np.ndarray] = field(default_factory=dict)
     _run: Any = field(default=None, repr=False, compare=False)
 
     def load_lo(self, i: int, channels: Sequence[str]) -> tuple[np.ndarray, float, int]:
@@ -101,6 +124,14 @@ class SimInput:
             AthenaKFormatError: unreadable snapshot (names the run folder).
         """
         s = self.snaps[i]
+        if self.source == "forecast":
+            import h5py
+
+            assert s.index is not None and self.forecast_file is not None
+            idx = [self.stored_channels.index(c) for c in channels]
+            with h5py.File(self.forecast_file, "r") as f:
+                arr = np.asarray(f["forecast"][s.index[0], s.index[1]], dtype=np.float32)[idx]
+            return np.ascontiguousarray(arr), s.time, s.cycle
         if self.source == "runs":
             if self._run is None:
                 from mhdsr.athenak import open_run
@@ -314,6 +345,108 @@ def index_runs(cfg: SampleConfig, channels: Sequence[str] | None = None) -> list
     return [sims[k] for k in sorted(sims)]
 
 
+# ----------------------------------------------------------------------------------------------
+# Forecast rollout files (the chain)
+
+
+def _forecast_files(patterns: list[str]) -> list[Path]:
+    """Rollout files matched by ``patterns`` (a folder means its ``*.h5``), sorted, unique.
+
+    Raises:
+        ConfigError: a pattern matches no file.
+    """
+    import glob
+
+    out: dict[str, Path] = {}
+    for pat in patterns:
+        hits = []
+        for h in sorted(glob.glob(str(Path(pat).expanduser()))):
+            p = Path(h)
+            hits += sorted(p.glob("*.h5")) if p.is_dir() else [p] if p.suffix == ".h5" else []
+        if not hits:
+            raise ConfigError(
+                f"config key 'inputs.forecasts': {pat!r} matches no rollout file (cwd {Path.cwd()})"
+            )
+        for h in hits:
+            out.setdefault(str(h.resolve()), h.resolve())
+    return [out[k] for k in sorted(out)]
+
+
+def index_forecasts(cfg: SampleConfig) -> list[SimInput]:
+    """One sim per rollout file of ``cfg.inputs.forecasts``: every initial state ``i`` and lead
+    ``k <= max_lead`` is one input (snapshot = the truth snapshot at ``t0 + k dt``, -1 where the
+    run has none; time = ``t0 + k dt``).
+
+    Raises:
+        ConfigError: a file is not a complete rollout file, holds non-finite forecasts, or two
+            files share a sim name.
+    """
+    import h5py
+
+    from mhdsr.io_utils import sha256_file
+
+    sims: dict[str, SimInput] = {}
+    for path in _forecast_files(list(cfg.inputs.forecasts)):
+        try:
+            with h5py.File(path, "r") as f:
+                a = dict(f.attrs)
+                if a.get("kind") != "forecast" or not bool(a.get("complete", False)):
+                    raise ConfigError(
+                        f"config key 'inputs.forecasts': {path} is not a complete rollout file of "
+                        "`mhdsr forecast rollout`"
+                    )
+                shape = tuple(int(n) for n in f["forecast"].shape)
+                inits = np.asarray(f["init_snapshot"][()], dtype=np.int64)
+                truth = np.asarray(f["truth_snapshot"][()], dtype=np.int64)
+                times = np.asarray(f["time"][()], dtype=np.float64)
+                finite = bool(a.get("finite", True))
+        except (OSError, KeyError) as e:
+            raise ConfigError(f"config key 'inputs.forecasts': {path}: cannot read ({e})") from None
+        if not finite:
+            raise ConfigError(
+                f"config key 'inputs.forecasts': {path} holds non-finite forecasts (the rollout "
+                "diverged); nothing to super-resolve"
+            )
+        n, steps = shape[:2]
+        leads = steps if not cfg.inputs.max_lead else min(steps, cfg.inputs.max_lead)
+        name = str(a["sim"])
+        if name in sims:
+            raise ConfigError(
+                f"config key 'inputs.forecasts': {path} and {sims[name].forecast_file} both hold "
+                f"sim {name}"
+            )
+        snaps = [
+            Snap(
+                int(truth[i, k]), float(times[i, k]), -1, noise=(int(inits[i]), k + 1), index=(i, k)
+            )
+            for i in range(n)
+            for k in range(leads)
+        ]
+        channels = tuple(str(c) for c in np.atleast_1d(a["channels"]))
+        sims[name] = SimInput(
+            name=name,
+            seed=int(a["sim_seed"]),
+            source="forecast",
+            lo_kind=LO_FORECAST,
+            snaps=snaps,
+            lo_shape=(shape[3], shape[4]),
+            stored_channels=channels,
+            forecast_file=str(path),
+            extra_attrs={
+                "kind": "chain",
+                "forecast_file": str(path),
+                "forecast_sha256": sha256_file(path),
+                "dt_orbits": float(a["dt_orbits"]),
+                "forecast_lo_kind": str(a["lo_kind"]),
+            },
+            datasets={
+                "init_index": np.array([s.index[0] for s in snaps], dtype=np.int64),
+                "lead": np.array([s.index[1] + 1 for s in snaps], dtype=np.int64),
+            },
+        )
+    return [sims[k] for k in sorted(sims)]
+
+
 def index_inputs(cfg: SampleConfig, channels: Sequence[str] | None = None) -> list[SimInput]:
     """All sims selected by ``cfg.inputs``, sorted by name; sims whose window is empty are
     dropped.
@@ -325,6 +458,9 @@ def index_inputs(cfg: SampleConfig, channels: Sequence[str] | None = None) -> li
     if cfg.inputs.kind == "shards":
         sims = index_shards(cfg)
         where = f"split {cfg.inputs.split!r} of {cfg.shards}"
+    elif cfg.inputs.kind == "forecast":
+        sims = index_forecasts(cfg)
+        where = f"forecasts {list(cfg.inputs.forecasts)}"
     else:
         sims = index_runs(cfg, channels)
         where = f"runs {list(cfg.inputs.runs)}"

@@ -24,7 +24,6 @@ Phases:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import multiprocessing
 import os
@@ -48,7 +47,7 @@ from mhdsr.dataset.manifest import (
     read_manifest,
 )
 from mhdsr.errors import ShardError
-from mhdsr.io_utils import make_output_dir, sha256_file, write_json_atomic
+from mhdsr.io_utils import folder_lock, make_output_dir, sha256_file, write_json_atomic
 from mhdsr.shard_builder.config import NON_OUTPUT_KEYS, SPLITS, ShardBuildConfig
 from mhdsr.shard_builder.plan import BuildPlan, ShardPlan, make_plan
 from mhdsr.shard_builder.pool import WorkerPool
@@ -61,8 +60,14 @@ LOCK_NAME = ".build.lock"
 
 
 def output_config(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config that determines the output (drops workers, progress...)."""
-    return {k: v for k, v in cfg_dict.items() if k not in NON_OUTPUT_KEYS}
+    """The part of a resolved config that determines the output (drops workers, progress...;
+    for super-resolution builds also the forecast keys, so folders built before they existed
+    still match)."""
+    out = {k: v for k, v in cfg_dict.items() if k not in NON_OUTPUT_KEYS}
+    if out.get("task", "sr") == "sr":
+        out.pop("task", None)
+        out.pop("forecast", None)
+    return out
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -233,7 +238,7 @@ def _manifest(
         if k == "heldout":
             splits[k]["paired_hi"] = paired
     runs = [r for k in SPLITS for r in plan.splits[k]] + plan.unassigned
-    return {
+    manifest = {
         "schema_version": SCHEMA_VERSION,
         "channels": list(CHANNELS),
         "dtype": "float32",
@@ -275,6 +280,11 @@ def _manifest(
         },
         "config": cfg_dict,
     }
+    if plan.task == "forecast":
+        from mhdsr.shard_builder.windows import forecast_manifest
+
+        return forecast_manifest(manifest, plan, merge_all(train_lo, c).table(CHANNELS))
+    return manifest
 
 
 def build(cfg: ShardBuildConfig, overwrite: bool = False, log: Any = None) -> dict[str, Any]:
@@ -303,15 +313,11 @@ def build(cfg: ShardBuildConfig, overwrite: bool = False, log: Any = None) -> di
 
 @contextlib.contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out/.build.lock`` (two builds must not share a folder).
-    File systems without flock support (some NFS mounts) are built without the lock."""
-    with open(out / LOCK_NAME, "a") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ShardError(f"{out}: another `mhdsr shard build` is writing here") from None
-        except OSError:  # pragma: no cover - no flock on this file system
-            pass
+    """Hold an exclusive lock on ``out/.build.lock`` (two builds must not share a folder),
+    removed when the build ends (:func:`mhdsr.io_utils.folder_lock`). File systems without
+    flock support (some NFS mounts) are built without the lock."""
+    busy = f"{out}: another `mhdsr shard build` is writing here"
+    with folder_lock(out / LOCK_NAME, busy, ShardError):
         yield
 
 

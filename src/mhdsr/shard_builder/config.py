@@ -6,6 +6,10 @@ the file system (globs match run folders, explicit seeds exist) before any shard
 
 Relative paths (``hi_runs``, ``lo_runs``, ``output_dir``) are relative to the current working
 directory; the shipped configs assume the repository root.
+
+``task: sr`` (default) builds super-resolution samples; ``task: forecast`` builds windows of
+``forecast.length`` consecutive snapshots at cadence ``forecast.dt_orbits`` on the lo grid
+(docs/design.md "Forecast stage"; :mod:`mhdsr.shard_builder.windows`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from typing import Literal
 
 from mhdsr.config import require
 from mhdsr.errors import ConfigError
+
+#: what a build writes: super-resolution samples (hi.npy / lo.npy) or forecast windows (seq.npy)
+Task = Literal["sr", "forecast"]
 
 #: names of the seed-split subsets built from the hi runs (the fourth, ``heldout``, holds lo runs)
 HI_SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -127,18 +134,75 @@ class SeedListsConfig:
             "a non-empty list when explicit seed lists are given",
             self.train,
         )
-        owner: dict[int, str] = {}
-        for k in HI_SPLITS:
-            ids = getattr(self, k)
-            for s in ids:
-                require(s >= 0, f"split.seeds.{k}", "seed ids >= 0", ids)
-                if s in owner:
-                    where = "twice" if owner[s] == k else f"also in split.seeds.{owner[s]}"
-                    raise ConfigError(
-                        f"config key 'split.seeds.{k}': seed {s} listed {where}; "
-                        "every seed belongs to exactly one split"
-                    )
-                owner[s] = k
+        check_seed_lists(self, "split.seeds")
+
+
+def check_seed_lists(lists: object, prefix: str) -> None:
+    """Seed ids >= 0, each in at most one of ``lists.train/val/test``.
+
+    Raises:
+        ConfigError: naming ``<prefix>.<split>`` and the seed.
+    """
+    owner: dict[int, str] = {}
+    for k in HI_SPLITS:
+        ids = getattr(lists, k)
+        for s in ids:
+            require(s >= 0, f"{prefix}.{k}", "seed ids >= 0", ids)
+            if s in owner:
+                where = "twice" if owner[s] == k else f"also in {prefix}.{owner[s]}"
+                raise ConfigError(
+                    f"config key '{prefix}.{k}': seed {s} listed {where}; "
+                    "every seed belongs to exactly one split"
+                )
+            owner[s] = k
+
+
+@dataclass
+class LoSeedListsConfig:
+    """Native lo seed ids per split of a forecast build (ids of the lo runs; per resolution).
+    Lo runs whose seed is in no list go to ``heldout``."""
+
+    train: list[int] = field(default_factory=list)
+    val: list[int] = field(default_factory=list)
+    test: list[int] = field(default_factory=list)
+
+    def validate(self) -> None:
+        """Raises ConfigError: negative or repeated ids, or a seed in two lists."""
+        check_seed_lists(self, "forecast.lo_seeds")
+
+
+@dataclass
+class ForecastWindowConfig:
+    """Forecast windows (``task: forecast``; docs/design.md "Forecast stage").
+
+    A window is ``length`` snapshots of one run with times ``t_0, t_0 + dt, ...``, every spacing
+    within ``time_tol`` mean timesteps of ``dt = dt_orbits * 2 pi / omega0`` (AthenaK writes at
+    the first step at or after each nominal time). Spacings come from the header times, never
+    from file numbers: a run written at a finer cadence (or thinned, with gaps in its
+    numbering) gives windows of the snapshots that fall on the ``dt`` grid; a window never spans
+    a missing snapshot, an off-cadence file or a change of cadence.
+    """
+
+    #: snapshots per window K (>= 2): enough for the model's history plus its rolled-out loss
+    length: int = 4
+    #: window cadence dt in orbits (one for the whole build; required for task=forecast)
+    dt_orbits: float = 0.0
+    #: a window starts at every start_stride-th snapshot of an evenly spaced chain
+    start_stride: int = 1
+    #: |t_{i+1} - t_i - dt| <= time_tol * (mean timestep time / cycle of the run)
+    time_tol: float = 1.5
+    #: native lo seed ids per split (the hi runs are split by ``split``); others: heldout
+    lo_seeds: LoSeedListsConfig = field(default_factory=LoSeedListsConfig)
+
+    def validate(self) -> None:
+        """Raises ConfigError naming ``forecast.<key>`` (``dt_orbits`` is checked with the task
+        by :meth:`ShardBuildConfig.validate`)."""
+        require(self.length >= 2, "forecast.length", "an integer >= 2", self.length)
+        require(self.dt_orbits >= 0, "forecast.dt_orbits", "a number > 0 (orbits)", self.dt_orbits)
+        require(
+            self.start_stride >= 1, "forecast.start_stride", "an integer >= 1", self.start_stride
+        )
+        require(self.time_tol > 0, "forecast.time_tol", "a number > 0", self.time_tol)
 
 
 @dataclass
@@ -170,9 +234,11 @@ class ShardSizeConfig:
 class ShardBuildConfig:
     """``mhdsr shard build`` configuration (docs/design.md "Formats")."""
 
-    #: globs of hi-res seed folders (train/val/test)
+    #: sr: super-resolution samples | forecast: windows of consecutive lo-grid snapshots
+    task: Task = "sr"
+    #: globs of hi-res seed folders (train/val/test; forecast: avgpool2 to the lo grid)
     hi_runs: list[str] = field(default_factory=list)
-    #: globs of native lo-res seed folders (heldout)
+    #: globs of native lo-res seed folders (heldout; forecast: split by forecast.lo_seeds)
     lo_runs: list[str] = field(default_factory=list)
     #: shard folder (tars + manifest.json + .build/)
     output_dir: str = ""
@@ -191,10 +257,26 @@ class ShardBuildConfig:
     pair_time_tol: float = 1.5
     #: tqdm progress bar
     progress: bool = True
+    #: task=forecast: the window settings
+    forecast: ForecastWindowConfig = field(default_factory=ForecastWindowConfig)
 
     def validate(self) -> None:
         """Raises ConfigError naming the key (file-system checks happen in ``make_plan``)."""
-        require(bool(self.hi_runs), "hi_runs", "a non-empty list of globs", self.hi_runs)
+        if self.task == "forecast":
+            require(
+                bool(self.hi_runs or self.lo_runs),
+                "hi_runs/lo_runs",
+                "a non-empty list of globs in at least one of them (task=forecast)",
+                (self.hi_runs, self.lo_runs),
+            )
+            require(
+                self.forecast.dt_orbits > 0,
+                "forecast.dt_orbits",
+                "the window cadence in orbits, > 0 (task=forecast)",
+                self.forecast.dt_orbits,
+            )
+        else:
+            require(bool(self.hi_runs), "hi_runs", "a non-empty list of globs", self.hi_runs)
         for k in ("hi_runs", "lo_runs"):
             for g in getattr(self, k):
                 require(bool(g and g.strip()), k, "non-empty glob strings", getattr(self, k))

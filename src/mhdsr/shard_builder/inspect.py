@@ -5,7 +5,9 @@
 streams every shard once: it re-computes the sha256 and size, and checks every sample (members
 of one key adjacent, ``hi.npy``/``lo.npy`` present as the split requires, float32 little-endian
 C-order with the manifest's shape, finite values, ``json`` parseable and consistent with the key
-and the split's seeds, sample counts as in the manifest, no key twice in a split).
+and the split's seeds, sample counts as in the manifest, no key twice in a split). Forecast
+window folders (``task: forecast``): ``seq.npy`` of ``shapes.seq`` and a ``json`` whose
+snapshots and times form an evenly spaced window at the recorded cadence.
 """
 
 from __future__ import annotations
@@ -88,10 +90,48 @@ def _check_npy(data: bytes, expect: list[int], where: str) -> list[str]:
     return probs
 
 
+def _check_window(
+    key: str, members: dict[str, bytes], split: str, manifest: dict[str, Any], shard: str
+) -> list[str]:
+    """Problems of one forecast window (members by extension)."""
+    where = f"shard {shard} key {key}"
+    probs = []
+    extra = sorted(set(members) - {"seq.npy", "json"})
+    if extra:
+        probs.append(f"{where}: unexpected member(s) {extra}")
+    for m in ("seq.npy", "json"):
+        if m not in members:
+            probs.append(f"{where}: missing member {m}")
+    if "seq.npy" in members:
+        probs += _check_npy(members["seq.npy"], manifest["shapes"]["seq"], f"{where} seq.npy")
+    if "json" not in members:
+        return probs
+    try:
+        meta = json.loads(members["json"])
+        k = int(manifest["shapes"]["seq"][0])
+        exp_key = f"s{meta['seed']:04d}_n{meta['snapshot']:05d}"
+        times, snaps = [float(t) for t in meta["times"]], list(meta["snapshots"])
+        rec = manifest["provenance"]["windows"][meta["sim"]]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return [*probs, f"{where}: json lacks seed/snapshot/times/snapshots/sim of a window"]
+    if exp_key != key:
+        probs.append(f"{where}: json seed/snapshot give key {exp_key}")
+    if meta["seed"] not in manifest["splits"][split]["seeds"]:
+        probs.append(f"{where}: seed {meta['seed']} is not among split {split}'s seeds")
+    if len(times) != k or len(snaps) != k or snaps[0] != meta["snapshot"]:
+        probs.append(f"{where}: json holds {len(snaps)} snapshots/{len(times)} times, expected {k}")
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    if any(abs(g - rec["dt"]) > rec["time_tol"] for g in gaps):
+        probs.append(f"{where}: spacings {gaps} are not {rec['dt']} +- {rec['time_tol']}")
+    return probs
+
+
 def _check_sample(
     key: str, members: dict[str, bytes], split: str, manifest: dict[str, Any], shard: str
 ) -> list[str]:
     """Problems of one sample (members by extension)."""
+    if manifest.get("task") == "forecast":
+        return _check_window(key, members, split, manifest, shard)
     where = f"shard {shard} key {key}"
     heldout = manifest["splits"][split]["source"] == "native_lo"
     probs = []

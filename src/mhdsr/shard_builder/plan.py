@@ -89,6 +89,12 @@ class BuildPlan:
     paired: int = 0
     samples_per_shard: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
+    #: "sr" or "forecast" (:mod:`mhdsr.shard_builder.windows`)
+    task: str = "sr"
+    #: forecast: per sim, its chains, window count, gaps, split and source
+    windows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: forecast: ``(K, C, h, w)`` of ``seq.npy``
+    seq_shape: tuple[int, ...] | None = None
 
     def split_items(self, split: str) -> int:
         return sum(len(s.items) for s in self.shards if s.split == split)
@@ -351,7 +357,8 @@ def _hash(obj: Any) -> str:
 
 
 def make_plan(cfg: ShardBuildConfig) -> BuildPlan:
-    """Check the inputs and compute the full build plan (reads only headers).
+    """Check the inputs and compute the full build plan (reads only headers). ``task:
+    forecast`` plans window shards (:func:`mhdsr.shard_builder.windows.make_window_plan`).
 
     Raises:
         ConfigError: a glob matches nothing, a run is in both hi_runs and lo_runs, an explicit
@@ -360,6 +367,10 @@ def make_plan(cfg: ShardBuildConfig) -> BuildPlan:
             the others, no snapshots in the window, an incomplete snapshot in the window, no
             seed id), or duplicate seed ids.
     """
+    if cfg.task == "forecast":
+        from mhdsr.shard_builder.windows import make_window_plan
+
+        return make_window_plan(cfg)
     bad = _Bad(cfg.on_bad)
     hi_paths = resolve_globs(list(cfg.hi_runs), "hi_runs")
     lo_paths = resolve_globs(list(cfg.lo_runs), "lo_runs") if cfg.lo_runs else []

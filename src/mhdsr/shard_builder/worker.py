@@ -8,7 +8,9 @@ so a killed build leaves either a complete, recorded shard or nothing usable.
 
 Sample layout (docs/design.md "Formats"): key ``s{seed:04d}_n{snapshot:05d}``; members ``hi.npy``
 (C, H, W) float32 little-endian C-contiguous, ``lo.npy`` (C, h, w) for native lo samples,
-``json`` metadata. webdataset's TarWriter writes one sample's members consecutively (sorted by
+``json`` metadata. Forecast windows (items of kind ``window``,
+:mod:`mhdsr.shard_builder.windows`): ``seq.npy`` (K, C, h, w), the window's snapshots on the lo
+grid (``avgpool2`` of a hi run, :func:`mhdsr.dataset.cadence.lo_of_hi`), and ``json``. webdataset's TarWriter writes one sample's members consecutively (sorted by
 extension: ``hi.npy``, ``json``, ``lo.npy``), with a fixed mtime/owner so shards are
 byte-identical across builds.
 """
@@ -116,6 +118,27 @@ def _sample(
     return sample, None, meta
 
 
+def _window_sample(
+    item: dict[str, Any],
+) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    """Read one forecast window: (tar members, ``seq`` (K, C, h, w) float32, json metadata)."""
+    from mhdsr.dataset.cadence import lo_of_hi
+    from mhdsr.shard_builder.windows import POOLED, window_json
+
+    frames, times, cycles = [], [], []
+    source_grid: list[int] = []
+    for n in item["snapshots"]:
+        snap = _read(item["path"], n)
+        source_grid = [snap.data.shape[-1], snap.data.shape[-2]]
+        frames.append(lo_of_hi(snap.data) if item["source"] == POOLED else snap.data.copy())
+        times.append(float(snap.time))
+        cycles.append(int(snap.cycle))
+    seq = np.stack(frames)
+    meta = window_json(item, times, cycles, [seq.shape[-1], seq.shape[-2]], source_grid)
+    key = sample_key(item["seed"], item["snapshot"])
+    return {"__key__": key, "seq.npy": encode_npy(seq)}, seq, meta
+
+
 def build_shard(job: dict[str, Any]) -> dict[str, Any]:
     """Write one shard and its sidecar.
 
@@ -151,8 +174,9 @@ def build_shard(job: dict[str, Any]) -> dict[str, Any]:
                 hw, encoder=False, mtime=TAR_MTIME, user=TAR_OWNER, group=TAR_OWNER
             ) as tw:
                 for item in job["items"]:
+                    window = item.get("kind") == "window"
                     try:
-                        sample, hi, meta = _sample(item)
+                        sample, hi, meta = (_window_sample if window else _sample)(item)
                     except AthenaKFormatError as e:
                         where = f"{item['sim']} snapshot {item['snapshot']:05d}"
                         if job["on_bad"] == "error":
@@ -171,7 +195,9 @@ def build_shard(job: dict[str, Any]) -> dict[str, Any]:
                     samples += 1
                     if item["source"] == "native_lo" and "hi.npy" in sample:
                         paired += 1
-                    if job["stats"] and hi is not None:
+                    if job["stats"] and window:  # every frame of the window, kind "lo"
+                        lo_stats = lo_stats.merge(ChannelStats.of(np.moveaxis(hi, 1, 0)))
+                    elif job["stats"] and hi is not None:
                         hi_stats = hi_stats.merge(ChannelStats.of(hi))
                         lo_stats = lo_stats.merge(ChannelStats.of(avgpool2_f64(hi)))
         if samples:

@@ -20,5 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Common overrides: run_dir=PATH shards=PATH max_steps=N engine.zero_stage=2 engine.precision=bf16.",
         example="run_dir=PATH max_steps=100 model.width=64",
         schema="mhdsr.train.config:TrainConfig",
-        runner="mhdsr.train.task:train",
+        runner="mhdsr.train.cli:run",
     )
+
+
+def run(cfg: object) -> object:
+    """Check the config's paths (``shards``, ``run_dir``) before torch and DeepSpeed are
+    imported, so a wrong path is reported in about a second; then train."""
+    from mhdsr.runtime.config import check_paths
+
+    check_paths(cfg)
+    from mhdsr.train.task import train
+
+    return train(cfg)

@@ -56,6 +56,11 @@ class DataConfig:
     overfit: bool = False
     #: batches prefetched per worker
     prefetch: int = 2
+    #: page-locked (pinned) batches, so the host-to-GPU copy is asynchronous (CUDA runs only)
+    pin_memory: bool = True
+    #: keep the loader workers between checkpoint segments (the stream restarts at every
+    #: checkpoint; persistent workers restart it without new processes: same batches, tested)
+    persistent_workers: bool = False
 
     def validate(self) -> None:
         """Raises ConfigError naming ``data.<key>``."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from mhdsr.analysis.spectra import radial_spectrum
 from mhdsr.dataset.normalize import Normalizer
-from mhdsr.method.formulation import Formulation, super_resolve
+from mhdsr.method.formulation import Formulation, derive_current, super_resolve
 from mhdsr.method.interpolant import avgpool2
 from mhdsr.method.noise import PerSampleNoise
 from mhdsr.plots import comparison_panel, spectra_figure
@@ -63,10 +63,10 @@ def draw_panels(
         "ODE EMA": draw(ema_model),
         "SDE EMA": draw(ema_model, True),
     }
-    phys = {
-        k: norm.denormalize(v)[0].cpu().numpy()
-        for k, v in {f"u ({form.method.upsample})": u, **outs, "truth": x1}.items()
-    }
+    phys = {k: norm.denormalize(v) for k, v in {f"u ({form.method.upsample})": u, **outs}.items()}
+    if form.method.derive_jz:
+        phys.update({k: derive_current(phys[k], channels) for k in outs})
+    phys = {k: v[0].cpu().numpy() for k, v in {**phys, "truth": norm.denormalize(x1)}.items()}
     fig = comparison_panel(
         phys,
         channels,

@@ -10,6 +10,7 @@ full fields with fixed per-sample generators; panels and spectra go to TensorBoa
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from mhdsr.config import to_dict
 from mhdsr.dataset.manifest import manifest_sha256, normalization, read_manifest
 from mhdsr.dataset.normalize import Normalizer
-from mhdsr.dataset.stream import ShardStream, make_loader, read_samples, shard_list
+from mhdsr.dataset.stream import Loader, ShardStream, make_loader, read_samples, shard_list
 from mhdsr.errors import ShardError
 from mhdsr.method.formulation import Formulation, residual_std
 from mhdsr.method.loss import training_loss
@@ -71,11 +72,11 @@ class SRTask:
             _, arrays, _ = read_samples(
                 self.train_urls, m.residual_samples, "hi.npy", self.hi_shape
             )
-            r = residual_std([self._norm(a) for a in arrays], m.upsample)
+            r = residual_std([torch.from_numpy(self._norm(a)) for a in arrays], m)
             self.normalization["residual_std"] = [float(x) for x in r]
             self.notes.append(
                 f"residual formulation: s_r over {len(arrays)} train samples (upsample "
-                f"{m.upsample}): " + ", ".join(f"{c} {x:.3g}" for c, x in zip(self.channels, r))
+                f"{m.upsample}, scale {m.scale}): " + ", ".join(f"{c} {x:.3g}" for c, x in zip(self.channels, r))
             )
         self.form = Formulation(m, None if r is None else r.float())
 
@@ -104,6 +105,7 @@ class SRTask:
             self.val_hi = torch.from_numpy(np.stack([self._norm(a) for a in arrays]))
 
         self.overfit_batch: Tensor | None = None
+        self._loader: Loader | None = None
         if self.overfit:
             keys, arrays, metas = read_samples(self.train_urls, 1, "hi.npy", self.hi_shape)
             one = torch.from_numpy(self._norm(arrays[0]))
@@ -125,26 +127,48 @@ class SRTask:
 
         return UNet(self.cfg.model)
 
+    def flops_per_sample(self, model: nn.Module) -> float:
+        """Model FLOPs of one training sample: forward + backward of ``model`` at the training
+        input size (``data.crop`` or the full field), counted with FlopCounterMode on a meta
+        copy (:func:`mhdsr.runtime.flops.training_flops`)."""
+        from mhdsr.runtime.flops import training_flops
+
+        c = len(self.channels)
+        h, w = (self.cfg.data.crop,) * 2 if self.cfg.data.crop else self.hi_shape[-2:]
+
+        def inputs(dev: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+            x = torch.empty(1, c, h, w, device=dev)
+            return x, torch.empty(1, device=dev), torch.empty(1, c, h, w, device=dev)
+
+        return training_flops(model, inputs)[1]
+
     def batches(self, segment: int) -> Iterator[dict[str, Any]]:
-        """The rank's stream restarted at step ``segment`` (or the fixed overfit batch)."""
+        """The rank's stream restarted at step ``segment`` (or the fixed overfit batch); with
+        ``data.persistent_workers`` the same loader workers serve every segment."""
         if self.overfit_batch is not None:
-            batch = {"x": self.overfit_batch}
-            while True:
-                yield batch
+            return itertools.repeat({"x": self.overfit_batch})
         d = self.cfg.data
-        stream = ShardStream(
-            self.train_urls,
-            "hi.npy",
-            self.hi_shape,
-            self.ch_idx,
-            self.norm,
-            d.micro_batch,
-            seed=self.cfg.seed,
-            rank=self.env.rank,
-            segment=segment,
-            shuffle_buffer=d.shuffle_buffer,
-        )
-        yield from make_loader(stream, d.workers, d.prefetch)
+        if self._loader is None or not d.persistent_workers:
+            stream = ShardStream(
+                self.train_urls,
+                "hi.npy",
+                self.hi_shape,
+                self.ch_idx,
+                self.norm,
+                d.micro_batch,
+                seed=self.cfg.seed,
+                rank=self.env.rank,
+                segment=segment,
+                shuffle_buffer=d.shuffle_buffer,
+            )
+            self._loader = make_loader(
+                stream,
+                d.workers,
+                d.prefetch,
+                pin_memory=d.pin_memory and self.env.device.type == "cuda",
+                persistent=d.persistent_workers,
+            )
+        return self._loader.segment(segment)
 
     def loss(
         self, model: Any, x: Tensor, gen: torch.Generator

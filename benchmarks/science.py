@@ -1,0 +1,309 @@
+"""The science benchmark: the goals of the super-resolution model, measured on a `mhdsr eval`
+metrics.json, against every baseline the evaluation computed.
+
+    python benchmarks/science.py --metrics runs/science/bundled/eval/metrics.json --label bundled \
+        [--metrics runs/science/shared/eval/metrics.json --label shared] \
+        [--wall bundled=2710 ...] --out benchmarks/science
+
+writes ``benchmarks/science.json`` and ``benchmarks/science.md``: per data set and channel the model
+(each sampler) next to every baseline, each goal marked met / not met with its numbers, and the
+ablation table (``benchmarks/science_ablation.json``, written by ``benchmarks/ablation.py``).
+
+Goals (test split, every channel, ensemble >= 4):
+
+1. generated-band error <= 0.15 dex for both samplers;
+2. resolved-band error <= the best interpolant's (bilinear, bicubic, spline);
+3. ensemble-mean NRMSE <= 0.8 x the best interpolant's;
+4. CRPS below every baseline's (spectral-noise and noise included);
+5. coherence in the transition and generated bands above the best interpolant's;
+6. jz PDF W1 below spectral-noise's;
+7. spread/skill in [0.8, 1.2];
+8. div B and jz - curl B residuals <= 2 x the truth's;
+9. on every snapshot of seeds outside training, transition-band coherence >= the spline's - 0.02.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+INTERPOLANTS = ("bilinear", "bicubic", "spline")
+ABLATION = Path(__file__).with_name("science_ablation.json")
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _best(
+    summ: dict, curves: list[str], ch: str, *path: str, lower: bool = True
+) -> tuple[str, float] | None:
+    vals = [(c, _get(summ, c, ch, *path)) for c in curves]
+    vals = [(c, v) for c, v in vals if isinstance(v, (int, float))]
+    if not vals:
+        return None
+    return min(vals, key=lambda cv: cv[1]) if lower else max(vals, key=lambda cv: cv[1])
+
+
+def goals_of(metrics: dict[str, Any], group: str = "test") -> dict[str, Any]:
+    """Every goal per method and channel: ``{method: {goal: {channel: {value, bar, met}}}}``."""
+    summ = metrics["summary"][group]
+    channels = metrics["channels"]
+    methods = [m["name"] for m in metrics["methods"]]
+    baselines = [b for b in metrics["baselines"] if b in summ]
+    interps = [b for b in INTERPOLANTS if b in summ]
+    phys = _get(metrics, "physics", "groups", group) or {}
+    tc = _get(metrics, "goals", "transition_coherence", "groups", group) or {}
+    out: dict[str, Any] = {}
+    for m in methods:
+        g: dict[str, dict[str, Any]] = {}
+
+        def put(
+            goal: str, ch: str, value: Any, bar: Any, met: bool | None, vs: str = "", g: dict = g
+        ) -> None:
+            g.setdefault(goal, {})[ch] = {"value": value, "bar": bar, "vs": vs, "met": met}
+
+        for ch in channels:
+            v = _get(summ, m, ch, "spectral_error", "generated")
+            put("generated-band error <= 0.15", ch, v, 0.15, None if v is None else v <= 0.15)
+            b = _best(summ, interps, ch, "spectral_error", "resolved")
+            v = _get(summ, m, ch, "spectral_error", "resolved")
+            put(
+                "resolved-band error <= best interpolant",
+                ch,
+                v,
+                b and b[1],
+                None if None in (v, b) else v <= b[1],
+                b and b[0],
+            )
+            b = _best(summ, interps, ch, "nrmse_ensemble_mean")
+            v = _get(summ, m, ch, "nrmse_ensemble_mean")
+            bar = None if b is None else 0.8 * b[1]
+            put(
+                "ensemble-mean NRMSE <= 0.8 x best interpolant",
+                ch,
+                v,
+                bar,
+                None if None in (v, bar) else v <= bar,
+                b and b[0],
+            )
+            b = _best(summ, baselines, ch, "crps")
+            v = _get(summ, m, ch, "crps")
+            put(
+                "CRPS below every baseline",
+                ch,
+                v,
+                b and b[1],
+                None if None in (v, b) else v < b[1],
+                b and b[0],
+            )
+            for band in ("transition", "generated"):
+                b = _best(summ, interps, ch, "coherence", band, lower=False)
+                v = _get(summ, m, ch, "coherence", band)
+                put(
+                    f"{band} coherence > best interpolant",
+                    ch,
+                    v,
+                    b and b[1],
+                    None if None in (v, b) else v > b[1],
+                    b and b[0],
+                )
+            v = _get(summ, m, ch, "spread_skill")
+            put(
+                "spread/skill in [0.8, 1.2]",
+                ch,
+                v,
+                "0.8-1.2",
+                None if v is None else 0.8 <= v <= 1.2,
+            )
+            t = _get(tc, m, "channels", ch)
+            if t is not None:
+                put(
+                    "every snapshot: transition coherence >= spline - 0.02",
+                    ch,
+                    t.get("min_diff"),
+                    -0.02,
+                    t.get("pass"),
+                )
+        v, b = _get(summ, m, "jz", "jz_pdf_w1"), _get(summ, "spectral-noise", "jz", "jz_pdf_w1")
+        if v is not None:
+            put(
+                "jz PDF W1 < spectral-noise",
+                "jz",
+                v,
+                b,
+                None if b is None else v < b,
+                "spectral-noise",
+            )
+        for key, name in (
+            ("div_b", "div B <= 2 x truth"),
+            ("jz_curl_b", "jz - curl B <= 2 x truth"),
+        ):
+            v, t = _get(phys, m, key), _get(phys, "truth", key)
+            if v is not None and t is not None:
+                put(name, "B", v, 2 * t, v <= 2 * t, "truth")
+        out[m] = g
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def table(metrics: dict[str, Any], group: str = "test") -> str:
+    """Per channel: the headline metrics of every method and baseline."""
+    summ = metrics["summary"][group]
+    curves = [m["name"] for m in metrics["methods"]] + [
+        b for b in metrics["baselines"] if b in summ
+    ]
+    rows = [
+        ("gen. err", ("spectral_error", "generated")),
+        ("res. err", ("spectral_error", "resolved")),
+        ("trans. coh", ("coherence", "transition")),
+        ("gen. coh", ("coherence", "generated")),
+        ("ens-mean NRMSE", ("nrmse_ensemble_mean",)),
+        ("CRPS", ("crps",)),
+        ("spread/skill", ("spread_skill",)),
+    ]
+    out = []
+    for label, path in rows:
+        if not any(
+            _get(summ, c, ch, *path) is not None for c in curves for ch in metrics["channels"]
+        ):
+            continue
+        out.append(f"**{label}**\n\n| channel | " + " | ".join(curves) + " |")
+        out.append("|---|" + "---|" * len(curves))
+        for ch in metrics["channels"]:
+            out.append(
+                f"| {ch} | " + " | ".join(_fmt(_get(summ, c, ch, *path)) for c in curves) + " |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def goal_lines(goals: dict[str, Any]) -> list[str]:
+    lines = []
+    for m, g in goals.items():
+        lines.append(f"**{m}**\n")
+        lines.append("| goal | met on | not met (value vs bar) |")
+        lines.append("|---|---|---|")
+        for goal, per in g.items():
+            met = [ch for ch, r in per.items() if r["met"]]
+            miss = [
+                f"{ch} {_fmt(r['value'])} vs {_fmt(r['bar'])}{' (' + r['vs'] + ')' if r['vs'] else ''}"
+                for ch, r in per.items()
+                if r["met"] is False
+            ]
+            verdict = "**met**" if not miss and met else f"{len(met)}/{len(per)}"
+            lines.append(
+                f"| {goal} | {verdict} {', '.join(met) if miss else ''} | {'; '.join(miss) or '—'} |"
+            )
+        lines.append("")
+    return lines
+
+
+def ablation_md() -> str:
+    if not ABLATION.is_file():
+        return "_No ablation recorded (run benchmarks/ablation.py)._\n"
+    rows = json.loads(ABLATION.read_text())
+    head = (
+        "| # | change | steps / wall | velx gen. err | vely gen. err | velz gen. err | velx res. err | "
+        "vely res. err | velx ens-mean NRMSE | vely ens-mean NRMSE | velx CRPS | vely CRPS | min trans. coh - spline (vel) |"
+    )
+    out = [head, "|" + "---|" * 13]
+    for i, r in enumerate(rows):
+        v = r["values"]
+        out.append(
+            f"| {i} | {r['change']} | {r.get('steps', '—')} / {_fmt(r.get('wall_s'))} s | "
+            + " | ".join(
+                _fmt(v.get(k))
+                for k in (
+                    "velx.gen",
+                    "vely.gen",
+                    "velz.gen",
+                    "velx.res",
+                    "vely.res",
+                    "velx.nrmse",
+                    "vely.nrmse",
+                    "velx.crps",
+                    "vely.crps",
+                    "vel.min_tc",
+                )
+            )
+            + " |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--metrics", action="append", default=[], help="a metrics.json (repeatable)")
+    ap.add_argument("--label", action="append", help="a name per --metrics")
+    ap.add_argument("--wall", action="append", default=[], help="label=seconds of the whole run")
+    ap.add_argument(
+        "--collect", help="a folder of `make science` runs: every <name>/eval/metrics.json in it"
+    )
+    ap.add_argument("--only", action="append", help="with --collect: just these run names")
+    ap.add_argument("--out", default="benchmarks/science", help="output stem (.json and .md)")
+    a = ap.parse_args(argv)
+    labels = list(a.label or [Path(p).parent.parent.name for p in a.metrics])
+    walls = dict(w.split("=", 1) for w in a.wall)
+    if a.collect:
+        for m in sorted(Path(a.collect).glob("*/eval/metrics.json")):
+            name = m.parent.parent.name
+            if (a.only and name not in a.only) or (not a.only and name.endswith("-smoke")):
+                continue
+            a.metrics.append(str(m))
+            labels.append(name)
+            run = m.parent.parent / "run.json"
+            if run.is_file():
+                walls[name] = json.loads(run.read_text())["wall_s"]
+    if not a.metrics:
+        ap.error("no metrics.json given or found")
+    result: dict[str, Any] = {"datasets": {}}
+    md = ["# Science benchmark: the super-resolution model against every baseline", ""]
+    md.append(
+        "Produced by `make science` (see README). Test split of each data set, ensemble >= 4, "
+        "EMA weights; baselines computed by `mhdsr eval` from the same inputs. A goal is met on a "
+        "channel when the model's number passes the bar; see benchmarks/science.py for the rules.\n"
+    )
+    for path, label in zip(a.metrics, labels):
+        m = json.loads(Path(path).read_text())
+        goals = goals_of(m)
+        result["datasets"][label] = {
+            "metrics": str(path),
+            "wall_s": float(walls[label]) if label in walls else None,
+            "groups": m["groups"],
+            "goals": goals,
+            "summary_test": m["summary"]["test"],
+        }
+        md.append(f"## {label}: {m['groups']['test']['description']}")
+        if label in walls:
+            md.append(
+                f"\nWall time of `make science` on this data: {float(walls[label]) / 60:.1f} min."
+            )
+        md += ["", "### Goals", "", *goal_lines(goals), "### Per channel", "", table(m)]
+        if "heldout" in m["summary"]:
+            md += ["### Held-out native 128² runs (no pixel truth)", "", table(m, "heldout")]
+    md += ["## Ablation (one change at a time, bundled data)", "", ablation_md()]
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# `make science`: train cpu-base from scratch (2 gloo ranks), sample the test split and the held-out
+# native 128^2 runs (ODE and SDE, ensemble 4), evaluate against every baseline, and write
+# benchmarks/science.md + benchmarks/science.json (goals met / not met, the ablation table).
+#
+#   make science                                             # the bundled data (data/athenak)
+#   make science SCIENCE_DATA=/path/to/athenak               # a larger AthenaK folder (same layout)
+#
+# Variables: SCIENCE_DATA (folder with mri256_nu3e-5/seed_* and mri128_nu3e-5/seed_*),
+# SCIENCE_NAME (label; default bundled / the folder's parent name), SCIENCE_SPLIT (train/val/test
+# hi seed lists as shard overrides), SCIENCE_SMOKE=1 (minutes-long check of the whole path on a
+# tiny model; writes its report under runs/science/<name>/ instead of benchmarks/).
+# Every stage is an ordinary mhdsr command; rerunning resumes (shards no-op, training resumes,
+# complete sample files kept). Results of every data set run so far are collected in the report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+export DS_ACCELERATOR=cpu PYTHONUNBUFFERED=1
+DATA=${SCIENCE_DATA:-data/athenak}
+DATA=${DATA%/}
+if [ "$DATA" = "data/athenak" ]; then NAME_DEFAULT=bundled; else NAME_DEFAULT=$(basename "$(dirname "$(realpath "$DATA")")"); fi
+NAME=${SCIENCE_NAME:-$NAME_DEFAULT}
+SMOKE=${SCIENCE_SMOKE:-0}
+[ "$SMOKE" = 1 ] && NAME="$NAME-smoke"
+OUT=runs/science/$NAME
+T0=$(date +%s)
+stage() { printf '\n\033[1m[%s +%ss] %s\033[0m\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - T0 ))" "$*"; }
+run() { printf '$ mhdsr %s\n' "$*"; "$PY" -m mhdsr "$@"; }
+
+# splits by seed: the bundled set as the demo; elsewhere 256^2 seeds 0, 2, 4 train, 3 val, 1 test
+if [ -n "${SCIENCE_SPLIT:-}" ]; then read -r -a SPLIT <<< "$SCIENCE_SPLIT"
+elif [ "$NAME_DEFAULT" = bundled ]; then SPLIT=("split.seeds.train=[0,2]" "split.seeds.val=[3,4]" "split.seeds.test=[1]")
+else SPLIT=("split.seeds.train=[0,2,4]" "split.seeds.val=[3]" "split.seeds.test=[1]"); fi
+VAL=()
+[ "$NAME_DEFAULT" = bundled ] || VAL=(data.val_orbit_start=0)   # the val seed 3 there is linear-phase only
+TRAIN=() ; SAMPLE=(ensemble=4 progress=false) ; TEST=() ; HELD=(inputs.snap_start=6 inputs.snap_end=12 inputs.stride=2)
+if [ "$SMOKE" = 1 ]; then
+  TRAIN=(max_steps=4 model.width=8 model.mults=[1,2] model.attn_levels=[] model.groups=4 model.attn_head_dim=8
+         data.crop=32 data.micro_batch=2 log.every=2 log.val_every=0 log.image_every=0 checkpoint.every=4 method.residual_samples=4)
+  SAMPLE=(ensemble=2 progress=false) ; TEST=(inputs.snap_end=13)
+  HELD=(inputs.snap_start=6 inputs.snap_end=6)
+fi
+
+stage "1/5 shards of $DATA -> $OUT/shards"
+run shard build --config configs/shard/demo.yaml "hi_runs=[$DATA/mri256_nu3e-5/seed_*]" \
+    "lo_runs=[$DATA/mri128_nu3e-5/seed_*]" output_dir="$OUT/shards" "${SPLIT[@]}" progress=false
+
+stage "2/5 train cpu-base (2 gloo ranks)"
+T1=$(date +%s)
+OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --nproc_per_node=2 --master_port="${MHDSR_SCIENCE_PORT:-29527}" \
+    -m mhdsr train --config configs/train/cpu-base.yaml shards="$OUT/shards" run_dir="$OUT/train" "${VAL[@]}" "${TRAIN[@]}"
+TRAIN_S=$(( $(date +%s) - T1 ))
+
+stage "3/5 sample the test split: Heun ODE and Euler-Maruyama SDE, ensemble ${SAMPLE[0]#ensemble=}"
+COMMON=(checkpoint="$OUT/train" shards="$OUT/shards")
+run sample --config configs/sample/demo.yaml "${COMMON[@]}" sampler.name=heun sampler.steps=4 "${SAMPLE[@]}" "${TEST[@]}" output_dir="$OUT/samples/ode-test"
+run sample --config configs/sample/demo.yaml "${COMMON[@]}" sampler.name=euler_maruyama sampler.steps=8 "${SAMPLE[@]}" "${TEST[@]}" output_dir="$OUT/samples/sde-test"
+
+stage "4/5 sample the held-out native 128^2 runs"
+RUNS=(inputs.kind=runs "inputs.runs=[$DATA/mri128_nu3e-5/seed_*]" "${HELD[@]}")
+run sample --config configs/sample/demo.yaml "${COMMON[@]}" "${RUNS[@]}" sampler.name=heun sampler.steps=4 "${SAMPLE[@]}" output_dir="$OUT/samples/ode-heldout"
+run sample --config configs/sample/demo.yaml "${COMMON[@]}" "${RUNS[@]}" sampler.name=euler_maruyama sampler.steps=8 "${SAMPLE[@]}" output_dir="$OUT/samples/sde-heldout"
+
+stage "5/5 evaluate against every baseline; write the science report"
+run eval --config configs/eval/demo.yaml samples="$OUT/samples" shards="$OUT/shards" output_dir="$OUT/eval" progress=false
+WALL=$(( $(date +%s) - T0 ))
+printf '{"wall_s": %s, "train_s": %s, "data": "%s", "smoke": %s}\n' "$WALL" "$TRAIN_S" "$DATA" "$SMOKE" > "$OUT/run.json"
+REPORT=benchmarks/science
+[ "$SMOKE" = 1 ] && REPORT="$OUT/science"
+"$PY" benchmarks/science.py --collect runs/science $([ "$SMOKE" = 1 ] && echo --only "$NAME") --out "$REPORT"
+stage "done in $WALL s: $REPORT.md"

@@ -1,0 +1,48 @@
+"""``mhdsr forecast {train,rollout}``: the neural-operator forecast of the lo-grid evolution.
+
+``train`` runs as one process or under torchrun / the deepspeed launcher / srun (rerunning the
+same command resumes from the latest checkpoint in ``run_dir``); ``mhdsr launch forecast``
+submits it to SLURM. ``rollout`` writes autoregressive forecasts from chosen initial snapshots,
+one HDF5 file per run (rerunning completes what is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``forecast`` command (light imports only; the work is imported by the handlers)."""
+    from mhdsr.command import add_config_command
+
+    p = sub.add_parser(
+        "forecast",
+        help="train the neural-operator forecast and roll it out (lo grid)",
+        description="Forecast the coarse (128^2) evolution with a Fourier neural operator; the "
+        "super-resolution model restores the small scales of each step (`mhdsr sample` with "
+        "inputs.kind=forecast).",
+    )
+    fsub = p.add_subparsers(dest="forecast_command", metavar="ACTION", required=True)
+    add_config_command(
+        fsub,
+        "train",
+        help="train the forecast operator (DeepSpeed; resumable by rerunning)",
+        description="Train the FNO on window shards (one-step + rolled-out loss). Works as one "
+        "process or under torchrun/deepspeed/srun. Common overrides: run_dir=PATH shards=PATH "
+        "max_steps=N loss.rollout_steps=2 engine.zero_stage=2 engine.precision=bf16.",
+        example="run_dir=PATH max_steps=100 model.width=32",
+        schema="mhdsr.forecast.config:ForecastTrainConfig",
+        runner="mhdsr.forecast.task:train",
+    )
+    add_config_command(
+        fsub,
+        "rollout",
+        help="autoregressive rollouts from initial snapshots to HDF5 (one file per run)",
+        description="Roll the exported forecast model out for `steps` steps from the chosen "
+        "initial snapshots of each run in inputs.runs (native lo runs, or hi runs via avgpool2); "
+        "writes forecast (N_init, L, C, h, w) in physical units and the truth where it exists. "
+        "Complete files with the same settings are kept, so a rerun only does what is missing.",
+        example="checkpoint=PATH output_dir=PATH steps=8",
+        schema="mhdsr.forecast.config:RolloutConfig",
+        runner="mhdsr.forecast.rollout:run_rollout_cli",
+    )

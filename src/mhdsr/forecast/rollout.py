@@ -1,0 +1,482 @@
+"""``mhdsr forecast rollout``: autoregressive forecasts from chosen initial snapshots, one HDF5
+file per run (docs/design.md "Forecast stage"; layout below).
+
+For each run of ``inputs.runs``: the lo field of every snapshot is the snapshot itself (a native
+lo run on the model's grid, ``lo_kind = native_lo``) or ``avgpool2`` of it (a hi run of twice
+the grid, ``lo_kind = avgpool2_hi``; :func:`mhdsr.dataset.cadence.lo_of_hi`, as the window
+shards). The snapshots ``dt`` apart (header times, :mod:`mhdsr.dataset.cadence`) give, for an
+initial snapshot ``n0`` at ``t0``, its history (``x(t0 - dt)`` when the model takes two states)
+and the truth at ``t0 + k dt``, ``k = 1 .. steps``, where the run has it.
+
+Output ``<output_dir>/<resolution folder>__<run folder>.h5``::
+
+    forecast        (N, L, C, h, w) float32  physical units, leads 1 .. L
+    truth           (N, L, C, h, w) float32  the run at t0 + k dt (NaN where it has no snapshot)
+    truth_snapshot  (N, L)          int64    its file number (-1: none)
+    time            (N, L)          float64  t0 + k dt (code units)
+    lead            (L,)            int64    k;  lead_orbits (L,) float64: k * dt in orbits
+    init            (N, C, h, w)    float32  x(t0);  init_snapshot, init_time, init_cycle (N,)
+    prev            (N, C, h, w)    float32  x(t0 - dt) (NaN where absent); prev_snapshot (N,)
+    attrs: kind = "forecast", channels, checkpoint, checkpoint_sha256, checkpoint_step, weights,
+           code_version, sim, sim_seed, source, lo_kind, run_dir, dt_orbits, dt, omega0,
+           history, steps, norm_mean, norm_std, units, settings (JSON), complete
+
+``prev`` feeds the linear-extrapolation baseline of ``mhdsr eval``. A file is written under a
+temporary name and renamed when complete; complete files made with the same settings are
+skipped (a killed run reruns only what is missing, with the same numbers), files made with
+other settings are refused. Ranks (torchrun / srun) take disjoint runs, round-robin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mhdsr.channels import CHANNELS
+from mhdsr.config import from_dict, to_yaml
+from mhdsr.dataset.cadence import Cadence, cadence, lo_of_hi, orbit_time
+from mhdsr.dataset.normalize import Normalizer
+from mhdsr.errors import CheckpointError, ConfigError
+from mhdsr.forecast.config import RolloutConfig
+from mhdsr.forecast.loss import rollout
+from mhdsr.io_utils import atomic_path, make_output_dir, write_text_atomic
+from mhdsr.units import orbits
+
+log = logging.getLogger("mhdsr.forecast")
+
+KIND = "forecast"
+CONFIG_NAME = "rollout_config.yaml"
+NATIVE, POOLED = "native_lo", "avgpool2_hi"
+
+
+@dataclass
+class ForecastModel:
+    """An exported forecast model ready to roll out.
+
+    Attributes:
+        model: the :class:`~mhdsr.model.fno.ForecastFNO` in eval mode on its device.
+        channels: the forecast channels; ``norm`` their normalization (physical units).
+        dt_orbits: the trained step; ``history`` the states it takes; ``grid`` ``(h, w)``.
+        path, sha256, step, weights: the export file, its hash, its step, ``ema`` | ``raw``.
+    """
+
+    model: torch.nn.Module
+    channels: list[str]
+    norm: Normalizer
+    dt_orbits: float
+    history: int
+    grid: tuple[int, int]
+    path: str
+    sha256: str
+    step: int
+    weights: str
+
+
+def load_forecast_model(
+    checkpoint: str, weights: str = "ema", device: torch.device | str = "cpu"
+) -> ForecastModel:
+    """Load a forecast export (``torch.load(weights_only=True)``, no DeepSpeed needed).
+
+    Raises:
+        CheckpointError: nothing exported there, not a forecast export (e.g. a super-resolution
+            model), or weights that do not fit the model config (names the key ``checkpoint``).
+    """
+    from mhdsr.model.export import load_export
+    from mhdsr.model.fno import FNOConfig, ForecastFNO
+
+    if not Path(checkpoint).exists():
+        raise CheckpointError(
+            f"config key 'checkpoint': {checkpoint!r} does not exist (cwd {Path.cwd()})"
+        )
+    try:
+        payload = load_export(checkpoint)
+    except CheckpointError as e:
+        raise CheckpointError(f"config key 'checkpoint': {e}") from None
+    where = payload["path"]
+    if payload.get("kind") != KIND:
+        raise CheckpointError(
+            f"config key 'checkpoint': {where} is not a forecast model (a super-resolution export? "
+            "train one with `mhdsr forecast train`)"
+        )
+    try:
+        mcfg = from_dict(FNOConfig, payload["model"])
+    except ConfigError as e:
+        raise CheckpointError(f"{where}: model config: {e}") from None
+    channels = list(payload["channels"])
+    norm = payload["normalization"]
+    mean = np.asarray(norm["mean"], dtype=np.float32)
+    std = np.asarray(norm["std"], dtype=np.float32)
+    if not (mcfg.channels == len(channels) == mean.size == std.size) or not np.all(std > 0):
+        raise CheckpointError(f"{where}: channels / normalization do not fit the model config")
+    if weights not in ("ema", "raw"):
+        raise ConfigError(f"config key 'weights': expected ema | raw, got {weights!r}")
+    model = ForecastFNO(mcfg)
+    try:
+        model.load_state_dict(payload[weights])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(
+            f"{where}: {weights} weights do not fit the model config: {e}"
+        ) from None
+    model = model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+    meth = payload["method"]
+    return ForecastModel(
+        model=model,
+        channels=channels,
+        norm=Normalizer(mean, std),
+        dt_orbits=float(meth["dt_orbits"]),
+        history=int(meth["history"]),
+        grid=(int(meth["grid"][0]), int(meth["grid"][1])),
+        path=where,
+        sha256=payload["sha256"],
+        step=int(payload["step"]),
+        weights=weights,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# What to roll out
+
+
+@dataclass
+class RunPlan:
+    """One run's initial states and truth.
+
+    Attributes:
+        sim: ``"<resolution folder>/<run folder>"``; ``seed`` the sim seed; ``run_dir`` the folder.
+        lo_kind: ``native_lo`` | ``avgpool2_hi``.
+        cad: the run's snapshots at spacing ``dt``.
+        inits: initial snapshot numbers; ``prevs`` the one ``dt`` before each (or ``None``);
+            ``truth`` per init the snapshots at ``t0 + k dt`` (``None`` where absent).
+        omega0: from the deck.
+    """
+
+    sim: str
+    seed: int
+    run_dir: str
+    lo_kind: str
+    cad: Cadence
+    inits: list[int]
+    prevs: list[int | None]
+    truth: list[list[int | None]]
+    omega0: float
+    _run: Any = field(default=None, repr=False)
+
+    def read(self, snapshot: int, channels: list[str]) -> tuple[np.ndarray, float, int]:
+        """The lo field ``(C, h, w)`` float32 of ``snapshot`` (physical), its time and cycle."""
+        snap = self._run.read_snapshot(snapshot, channels)
+        lo = lo_of_hi(snap.data) if self.lo_kind == POOLED else np.ascontiguousarray(snap.data)
+        return lo, float(snap.time), int(snap.cycle)
+
+
+def plan_runs(cfg: RolloutConfig, fm: ForecastModel) -> list[RunPlan]:
+    """The runs and initial snapshots of ``cfg.inputs`` (reads headers only).
+
+    Raises:
+        ConfigError: a glob matches nothing, a run's grid is neither the model's nor twice it,
+            a listed initial snapshot is missing or lacks the history the model needs, or no
+            initial snapshot is selected at all.
+        AthenaKFormatError: an unreadable run.
+    """
+    from mhdsr.athenak import open_run
+    from mhdsr.dataset.sims import SEED_DIR_RE, resolve_globs, sim_name
+
+    inp = cfg.inputs
+    plans = []
+    for path in resolve_globs(list(inp.runs), "inputs.runs"):
+        run = open_run(path)
+        nx1, nx2, nx3 = run.resolution
+        h, w = fm.grid
+        if nx3 == 1 and (nx2, nx1) == (h, w):
+            lo_kind = NATIVE
+        elif nx3 == 1 and (nx2, nx1) == (2 * h, 2 * w):
+            lo_kind = POOLED
+        else:
+            raise ConfigError(
+                f"config key 'inputs.runs': {path} is {nx1}x{nx2}x{nx3}; the model forecasts on "
+                f"{w}x{h} (a native run of that grid, or a 2D run of twice it via avgpool2)"
+            )
+        seed = run.params.get("seed")
+        if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+            m = SEED_DIR_RE.match(path.name)
+            seed = int(m.group(1)) if m else -1
+        omega0 = float(run.params.get("omega0", 1.0) or 1.0)
+        snaps = run.snapshots(CHANNELS)
+        if not snaps:
+            raise ConfigError(f"config key 'inputs.runs': {path} has no complete snapshot")
+        t_last, c_last = run.snapshot_time(snaps[-1])
+        mean_step = t_last / c_last if c_last > 0 else 0.0
+        dt = orbit_time(fm.dt_orbits, omega0)
+        cad = cadence(snaps, [run.snapshot_time(s)[0] for s in snaps], dt,
+                      min(cfg.time_tol * mean_step, dt / 3))  # fmt: skip
+        slack = mean_step * omega0 / (2 * math.pi)
+        if inp.init_snapshots:
+            missing = [s for s in inp.init_snapshots if s not in cad.snapshots]
+            if missing:
+                raise ConfigError(
+                    f"config key 'inputs.init_snapshots': {sim_name(path)} has no snapshot(s) "
+                    f"{missing} (has {cad.snapshots})"
+                )
+            inits = list(inp.init_snapshots)
+            if fm.history > 1:
+                short = [s for s in inits if cad.before(s) is None]
+                if short:
+                    raise ConfigError(
+                        f"config key 'inputs.init_snapshots': snapshot(s) {short} of "
+                        f"{sim_name(path)} have no snapshot {fm.dt_orbits} orbits earlier, which the "
+                        f"model (history {fm.history}) needs"
+                    )
+        else:
+            inits = []
+            for s, t in zip(cad.snapshots, cad.times):
+                orb = orbits(t, omega0)
+                if orb < inp.orbit_start - slack:
+                    continue
+                if inp.orbit_end is not None and orb > inp.orbit_end + slack:
+                    continue
+                if fm.history > 1 and cad.before(s) is None:
+                    continue
+                inits.append(s)
+        inits = inits[:: inp.stride]
+        if not inits:
+            continue
+        plans.append(
+            RunPlan(
+                sim=sim_name(path), seed=int(seed), run_dir=str(path), lo_kind=lo_kind, cad=cad,
+                inits=inits, prevs=[cad.before(s) for s in inits],
+                truth=[_truth(cad, s, cfg.steps) for s in inits], omega0=omega0, _run=run,
+            )
+        )  # fmt: skip
+    if not plans:
+        raise ConfigError(
+            f"config keys 'inputs.*': no initial snapshot selected in {list(inp.runs)} (orbit "
+            f"range [{inp.orbit_start}, {inp.orbit_end}], history {fm.history})"
+        )
+    return plans
+
+
+def _truth(cad: Cadence, init: int, steps: int) -> list[int | None]:
+    """The snapshots at ``t0 + k dt``, ``k = 1 .. steps`` (each within the tolerance of its
+    nominal time, so a gap in between does not hide a later truth), ``None`` where absent."""
+    t0 = cad.times[cad.snapshots.index(init)]
+    return [cad.at_time(t0 + k * cad.dt) for k in range(1, steps + 1)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+
+
+def output_path(output_dir: str | Path, sim: str) -> Path:
+    """``output_dir / (sim with "/" replaced by "__") + ".h5"`` (as ``mhdsr sample``)."""
+    return Path(output_dir) / (sim.replace("/", "__") + ".h5")
+
+
+def read_settings(path: Path) -> dict[str, Any] | None:
+    """The ``settings`` of a COMPLETE rollout file, else ``None``."""
+    import h5py
+
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if not bool(f.attrs.get("complete", False)):
+                return None
+            return json.loads(f.attrs["settings"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _settings(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan) -> dict[str, Any]:
+    return {
+        "checkpoint_sha256": fm.sha256,
+        "weights": fm.weights,
+        "channels": list(fm.channels),
+        "steps": int(cfg.steps),
+        "inits": list(rp.inits),
+        "truth": rp.truth,
+        "lo_kind": rp.lo_kind,
+        "dt_orbits": fm.dt_orbits,
+        "time_tol": float(cfg.time_tol),
+    }
+
+
+def _stale(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f".{path.name}.tmp-*"))
+
+
+@torch.no_grad()
+def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torch.device) -> Path:
+    """Roll out every initial state of ``rp`` and write its file atomically."""
+    import h5py
+
+    from mhdsr import __version__
+
+    n, steps, c = len(rp.inits), int(cfg.steps), len(fm.channels)
+    h, w = fm.grid
+    path = output_path(cfg.output_dir, rp.sim)
+    for old in _stale(path):
+        with contextlib.suppress(FileNotFoundError):
+            old.unlink()
+    dt_code = orbit_time(fm.dt_orbits, rp.omega0)
+    cache: dict[int, tuple[np.ndarray, float, int]] = {}
+
+    def field_of(s: int) -> tuple[np.ndarray, float, int]:
+        if s not in cache:
+            cache[s] = rp.read(s, fm.channels)
+        return cache[s]
+
+    nan = np.full((c, h, w), np.nan, dtype=np.float32)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("forecast", (n, steps, c, h, w), dtype="f4", chunks=(1, 1, c, h, w))
+        f.create_dataset("truth", (n, steps, c, h, w), dtype="f4", chunks=(1, 1, c, h, w))
+        f["lead"] = np.arange(1, steps + 1, dtype=np.int64)
+        f["lead_orbits"] = np.arange(1, steps + 1, dtype=np.float64) * fm.dt_orbits
+        f["truth_snapshot"] = np.array(
+            [[-1 if s is None else s for s in row] for row in rp.truth], dtype=np.int64
+        )
+        init = np.stack([field_of(s)[0] for s in rp.inits])
+        f["init"] = init
+        f["init_snapshot"] = np.asarray(rp.inits, dtype=np.int64)
+        t0 = np.array([field_of(s)[1] for s in rp.inits], dtype=np.float64)
+        f["init_time"] = t0
+        f["init_cycle"] = np.array([field_of(s)[2] for s in rp.inits], dtype=np.int64)
+        f["time"] = t0[:, None] + dt_code * np.arange(1, steps + 1)[None, :]
+        f["prev"] = np.stack([nan if p is None else field_of(p)[0] for p in rp.prevs])
+        f["prev_snapshot"] = np.array([-1 if p is None else p for p in rp.prevs], dtype=np.int64)
+        for i, row in enumerate(rp.truth):
+            for k, s in enumerate(row):
+                f["truth"][i, k] = nan if s is None else field_of(s)[0]
+        for b0 in range(0, n, cfg.batch_size):
+            idx = list(range(b0, min(n, b0 + cfg.batch_size)))
+            hist = []
+            for i in idx:
+                frames = [init[i]] if fm.history == 1 else [field_of(rp.prevs[i])[0], init[i]]
+                hist.append(np.stack(frames))
+            states = fm.norm.normalize(torch.from_numpy(np.stack(hist)).to(device))
+            dt = torch.full((len(idx),), fm.dt_orbits, device=device)
+            pred = fm.norm.denormalize(rollout(fm.model, states, dt, steps)).cpu().numpy()
+            f["forecast"][idx[0] : idx[-1] + 1] = pred.astype(np.float32)
+        attrs = {
+            "kind": KIND,
+            "channels": list(fm.channels),
+            "checkpoint": fm.path,
+            "checkpoint_sha256": fm.sha256,
+            "checkpoint_step": fm.step,
+            "weights": fm.weights,
+            "code_version": __version__,
+            "sim": rp.sim,
+            "sim_seed": rp.seed,
+            "source": "runs",
+            "lo_kind": rp.lo_kind,
+            "run_dir": str(Path(rp.run_dir).resolve()),
+            "dt_orbits": fm.dt_orbits,
+            "dt": dt_code,
+            "omega0": rp.omega0,
+            "history": fm.history,
+            "steps": steps,
+            "norm_mean": [float(x) for x in fm.norm.mean],
+            "norm_std": [float(x) for x in fm.norm.std],
+            "units": "physical (code units); lo grid",
+            "settings": json.dumps(_settings(cfg, fm, rp), sort_keys=True),
+        }
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        finite = bool(np.isfinite(f["forecast"][()]).all())
+        f.attrs["finite"] = finite
+        f.attrs["complete"] = True
+    if not finite:
+        log.warning(
+            "%s: the forecast holds NaN/inf (the rollout diverged); kept and flagged", rp.sim
+        )
+    return path
+
+
+def _task() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` of this process (torchrun or srun; else 0, 1, 0)."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return 0, 1, 0
+
+
+def run_rollout(cfg: RolloutConfig) -> dict[str, Any]:
+    """Roll out this task's share of the runs (see the module docstring).
+
+    Returns:
+        ``{"done", "skipped"}`` (sim names of this task), ``"files"``, ``"seconds"``.
+
+    Raises:
+        CheckpointError, ConfigError, AthenaKFormatError: a bad checkpoint or inputs, or an
+            existing output made with other settings (all before any file is written).
+    """
+    from mhdsr.model.inference import resolve_device
+
+    rank, world, local = _task()
+    device = resolve_device(cfg.device, local)
+    fm = load_forecast_model(cfg.checkpoint, cfg.weights, device)
+    plans = plan_runs(cfg, fm)
+    for rp in plans:
+        path = output_path(cfg.output_dir, rp.sim)
+        old = read_settings(path)
+        new = _settings(cfg, fm, rp)
+        if old is not None and old != new:
+            diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                    if old.get(k) != new.get(k)]  # fmt: skip
+            raise ConfigError(
+                f"{path} exists and was made with other settings ({'; '.join(diff)}); use "
+                "another output_dir or delete it"
+            )
+    out = make_output_dir(cfg.output_dir, "output_dir")
+    if rank == 0:
+        write_text_atomic(
+            out / CONFIG_NAME,
+            f"# checkpoint file: {fm.path}\n# checkpoint sha256: {fm.sha256} (step {fm.step})\n"
+            + to_yaml(cfg),
+        )
+    mine = plans[rank::world]
+    done, skipped, t0 = [], [], time.perf_counter()
+    for rp in mine:
+        path = output_path(cfg.output_dir, rp.sim)
+        if read_settings(path) is not None:
+            skipped.append(rp.sim)
+            continue
+        ts = time.perf_counter()
+        rollout_run(cfg, fm, rp, device)
+        done.append(rp.sim)
+        log.info(
+            "%s: %d initial state(s) x %d step(s) (%s) in %.1f s -> %s",
+            rp.sim, len(rp.inits), cfg.steps, rp.lo_kind, time.perf_counter() - ts, path,
+        )  # fmt: skip
+    return {
+        "done": done,
+        "skipped": skipped,
+        "files": [str(output_path(cfg.output_dir, rp.sim)) for rp in mine],
+        "seconds": time.perf_counter() - t0,
+        "task": [rank, world],
+    }
+
+
+def run_rollout_cli(cfg: RolloutConfig) -> int:
+    """``mhdsr forecast rollout``: run and print one summary line (exit 0)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    res = run_rollout(cfg)
+    print(
+        f"mhdsr forecast rollout (task {res['task'][0]}/{res['task'][1]}): {len(res['done'])} "
+        f"file(s) written, {len(res['skipped'])} already complete -> {cfg.output_dir} "
+        f"({res['seconds']:.1f} s)",
+        file=sys.stdout,
+    )
+    return 0
