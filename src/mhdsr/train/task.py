@@ -53,6 +53,12 @@ class SRTask:
     def __init__(self, cfg: TrainConfig, env: DistEnv) -> None:
         self.cfg, self.env = cfg, env
         manifest = read_manifest(cfg.shards)
+        if manifest.get("task", "sr") != "sr" or "hi" not in manifest["shapes"]:
+            raise ShardError(
+                f"config key 'shards': {cfg.shards} holds {manifest.get('task')} shards (windows of "
+                "lo snapshots), not super-resolution pairs; train them with `mhdsr forecast train`, "
+                "or build SR shards (configs/shard/demo.yaml)"
+            )
         self.manifest_sha256 = manifest_sha256(cfg.shards)
         self.channels = cfg.channel_names
         self.ch_idx = [manifest["channels"].index(c) for c in self.channels]
