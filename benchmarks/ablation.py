@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if r["name"] != v["name"]] + [row]
         order = [x["name"] for x in VARIANTS]
         rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
-        OUT.write_text(json.dumps(rows, indent=1) + "\n")
+        tmp = OUT.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(rows, indent=1) + "\n")
+        tmp.replace(OUT)  # a killed run never leaves a half-written table
         print(f"{v['name']}: done in {wall:.0f} s -> {OUT}", flush=True)
     return 0
 

@@ -299,8 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     md += ["## Ablation (one change at a time, bundled data)", "", ablation_md()]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    for suffix, text in (
+        (".json", json.dumps(result, indent=1) + "\n"),
+        (".md", "\n".join(md) + "\n"),
+    ):
+        tmp = out.with_suffix(suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(out.with_suffix(suffix))  # never a half-written report
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0
 

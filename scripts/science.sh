@@ -9,7 +9,9 @@
 # Variables: SCIENCE_DATA (folder with mri256_nu3e-5/seed_* and mri128_nu3e-5/seed_*),
 # SCIENCE_NAME (label; default bundled / the folder's parent name), SCIENCE_SPLIT (train/val/test
 # hi seed lists as shard overrides), SCIENCE_SMOKE=1 (minutes-long check of the whole path on a
-# tiny model; writes its report under runs/science/<name>/ instead of benchmarks/).
+# tiny model; writes its report under runs/science/<name>/ instead of benchmarks/), SCIENCE_STEPS
+# (training steps; default: the config's max_steps), SCIENCE_ROOT (where runs go; default
+# runs/science).
 # Every stage is an ordinary mhdsr command; rerunning resumes (shards no-op, training resumes,
 # complete sample files kept). Results of every data set run so far are collected in the report.
 set -euo pipefail
@@ -22,7 +24,8 @@ if [ "$DATA" = "data/athenak" ]; then NAME_DEFAULT=bundled; else NAME_DEFAULT=$(
 NAME=${SCIENCE_NAME:-$NAME_DEFAULT}
 SMOKE=${SCIENCE_SMOKE:-0}
 [ "$SMOKE" = 1 ] && NAME="$NAME-smoke"
-OUT=runs/science/$NAME
+ROOT=${SCIENCE_ROOT:-runs/science}
+OUT=$ROOT/$NAME
 T0=$(date +%s)
 stage() { printf '\n\033[1m[%s +%ss] %s\033[0m\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - T0 ))" "$*"; }
 run() { printf '$ mhdsr %s\n' "$*"; "$PY" -m mhdsr "$@"; }
@@ -33,7 +36,7 @@ elif [ "$NAME_DEFAULT" = bundled ]; then SPLIT=("split.seeds.train=[0,2]" "split
 else SPLIT=("split.seeds.train=[0,2,4]" "split.seeds.val=[3]" "split.seeds.test=[1]"); fi
 VAL=()
 [ "$NAME_DEFAULT" = bundled ] || VAL=(data.val_orbit_start=0)   # the val seed 3 there is linear-phase only
-TRAIN=() ; SAMPLE=(ensemble=4 progress=false) ; TEST=() ; HELD=(inputs.snap_start=6 inputs.snap_end=12 inputs.stride=2)
+TRAIN=() ; [ -n "${SCIENCE_STEPS:-}" ] && TRAIN=(max_steps="$SCIENCE_STEPS") ; SAMPLE=(ensemble=4 progress=false) ; TEST=() ; HELD=(inputs.snap_start=6 inputs.snap_end=12 inputs.stride=2)
 if [ "$SMOKE" = 1 ]; then
   TRAIN=(max_steps=4 model.width=8 model.mults=[1,2] model.attn_levels=[] model.groups=4 model.attn_head_dim=8
          data.crop=32 data.micro_batch=2 log.every=2 log.val_every=0 log.image_every=0 checkpoint.every=4 method.residual_samples=4)
@@ -67,5 +70,5 @@ WALL=$(( $(date +%s) - T0 ))
 printf '{"wall_s": %s, "train_s": %s, "data": "%s", "smoke": %s}\n' "$WALL" "$TRAIN_S" "$DATA" "$SMOKE" > "$OUT/run.json"
 REPORT=benchmarks/science
 [ "$SMOKE" = 1 ] && REPORT="$OUT/science"
-"$PY" benchmarks/science.py --collect runs/science $([ "$SMOKE" = 1 ] && echo --only "$NAME") --out "$REPORT"
+"$PY" benchmarks/science.py --collect "$ROOT" $([ "$SMOKE" = 1 ] && echo --only "$NAME") --out "$REPORT"
 stage "done in $WALL s: $REPORT.md"
