@@ -40,10 +40,11 @@ VARIANTS: list[dict[str, Any]] = [
     {"name": "residual", "change": "+ residual target, sigma 1 (CorrDiff-style)", "train": [*OLD, *RESIDUAL]},
     {"name": "spline", "change": "+ spline u", "train": [*OLD, *RESIDUAL, "method.upsample=spline"]},
     {"name": "instance", "change": "+ instance scale (per-input level)", "train": [*OLD, *RESIDUAL, "method.upsample=spline", "method.scale=instance"]},
-    {"name": "instance_k16", "change": "+ level from the shells |k| >= 16 of lo", "train": [*OLD, *RESIDUAL, "method.upsample=spline", "method.scale=instance", "method.scale_kmin=16"]},
+    {"name": "instance_k16", "change": "+ level from the shells k >= 16 of lo", "train": [*OLD, *RESIDUAL, "method.upsample=spline", "method.scale=instance", "method.scale_kmin=16"]},
     {"name": "augment", "change": "+ 8-element symmetry augmentation", "train": [*OLD, *RESIDUAL, "method.upsample=spline", "method.scale=instance", "method.scale_kmin=16", "data.augment=symmetry"]},
     {"name": "project", "change": "+ consistency projection (sampling)", "train": "augment", "sample": ["project=true"]},
     {"name": "derive_jz", "change": "+ jz = curl B (sampling)", "train": "augment", "sample": ["project=true", "derive_jz=true"]},
+    {"name": "recipe", "change": "the shipped recipe: level over all shells (k_min 0), augmentation, projection, jz = curl B", "train": [*OLD, *RESIDUAL, "method.upsample=spline", "method.scale=instance", "data.augment=symmetry"], "sample": ["project=true", "derive_jz=true"]},
     {"name": "logit_t", "change": "+ logit-normal t (mean 0, std 1)", "train": [*OLD, *RESIDUAL, "method.upsample=spline", "method.scale=instance", "method.scale_kmin=16", "data.augment=symmetry", "method.t_dist=logit_normal"], "sample": ["project=true", "derive_jz=true"]},
     {"name": "crop128", "change": "+ 128² crops, batch 2 (same pixels per step)", "train": [*OLD, *RESIDUAL, "method.upsample=spline", "method.scale=instance", "method.scale_kmin=16", "data.augment=symmetry", "data.crop=128", "data.micro_batch=1"], "sample": ["project=true", "derive_jz=true"]},
 ]  # fmt: skip
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default="runs/ablation")
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--port", type=int, default=29563, help="torchrun rendezvous port")
     a = ap.parse_args(argv)
     rows = json.loads(OUT.read_text()) if OUT.is_file() else []
     done = {r["name"] for r in rows}
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         train_dir = root / train_name / "train"
         wall = 0.0
         if not isinstance(v["train"], str):
-            wall += run([PY, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561",
+            wall += run([PY, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={a.port}",
                          "-m", "mhdsr", "train", "--config", "configs/train/cpu-small.yaml",
                          f"shards={a.shards}", f"run_dir={train_dir}", f"max_steps={a.steps}",
                          "checkpoint.every=100000", "log.image_every=0", *v["train"]], log)  # fmt: skip

@@ -587,13 +587,19 @@ def read_samples(
     member: str,
     shape: Sequence[int],
     accept: Callable[[dict[str, Any]], bool] | None = None,
+    skip_unreadable: bool = False,
 ) -> tuple[list[str], list[np.ndarray], list[dict]]:
     """The first ``n`` samples of ``urls`` in order (deterministic) whose json record passes
     ``accept`` (all by default): keys, arrays of ``member`` (stored shape, float32) and json
     records.
 
+    With ``skip_unreadable`` a shard that cannot be read (truncated, corrupt) is handled as the
+    training stream handles it: a warning naming it, then the next shard (the samples read from
+    it before the damage are kept; the order stays deterministic, so every rank reads the same).
+
     Raises:
-        ShardError: a shard cannot be read or a sample is malformed.
+        ShardError: a shard cannot be read or a sample is malformed (without
+            ``skip_unreadable``), or with it, no sample at all could be read.
     """
     keys: list[str] = []
     arrays: list[np.ndarray] = []
@@ -612,9 +618,17 @@ def read_samples(
                 if len(keys) >= n:
                     return keys, arrays, metas
         except ShardError as e:
-            raise ShardError(f"{url}: {e}") from None
-        except Exception as e:
-            raise ShardError(f"{url}: cannot read shard: {e!r}") from None
+            if not skip_unreadable:
+                raise ShardError(f"{url}: {e}") from None
+            log.warning("skipping unreadable shard data %s: %s", url, str(e)[:300])
+        except Exception as e:  # noqa: BLE001 - any broken shard: the caller's policy
+            if not skip_unreadable:
+                raise ShardError(f"{url}: cannot read shard: {e!r}") from None
+            log.warning("skipping unreadable shard data %s: %s", url, repr(e)[:300])
+    if skip_unreadable and not keys:
+        raise ShardError(
+            f"no readable sample in {len(urls)} shard(s) starting {urls[0] if urls else None!r}"
+        )
     return keys, arrays, metas
 
 

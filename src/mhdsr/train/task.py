@@ -76,13 +76,14 @@ class SRTask:
         r = None
         if m.formulation == "residual":
             _, arrays, _ = read_samples(
-                self.train_urls, m.residual_samples, "hi.npy", self.hi_shape
-            )
+                self.train_urls, m.residual_samples, "hi.npy", self.hi_shape, skip_unreadable=True
+            )  # a corrupt train shard is skipped here as by the training stream
             r = residual_std([torch.from_numpy(self._norm(a)) for a in arrays], m)
             self.normalization["residual_std"] = [float(x) for x in r]
             self.notes.append(
                 f"residual formulation: s_r over {len(arrays)} train samples (upsample "
-                f"{m.upsample}, scale {m.scale}): " + ", ".join(f"{c} {x:.3g}" for c, x in zip(self.channels, r))
+                f"{m.upsample}, scale {m.scale}): "
+                + ", ".join(f"{c} {x:.3g}" for c, x in zip(self.channels, r))
             )
         self.form = Formulation(m, None if r is None else r.float())
 
