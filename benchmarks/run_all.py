@@ -1,8 +1,9 @@
 """`make bench`: run every benchmark, write benchmarks/results.json and a readable table.
 
 Each benchmark module exposes ``run(quick: bool) -> dict``; ratios are measured inside one run
-against their baseline (see each module's docstring). ../shared/data/athenak is used for the
-larger cases when present (not in --quick mode).
+against their baseline (see each module's docstring). A larger AthenaK data set next to the
+repository (benchmarks/common.py: SHARED) is used for the larger cases when present (not in
+--quick mode). ``--only NAME ... --merge`` re-runs some benchmarks and keeps the others' figures.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-BENCHES = ("bench_reader", "bench_shards", "bench_train", "bench_sampling")
+BENCHES = ("bench_reader", "bench_shards", "bench_train", "bench_loader", "bench_sampling")
 
 
 def _flatten(prefix: str, obj, out: list[tuple[str, str]]) -> None:
@@ -44,10 +45,17 @@ HEADLINES = (
     ("bench_shards.shared.ratio_build_2w_vs_read_cold", "shard build MB/s (2 workers) / raw read MB/s, cold, ../shared", (">=", 0.5)),
     ("bench_shards.bundled.speedup_1_to_2_workers_cold", "shard build speed-up 1 -> 2 workers, bundled", (">=", 1.8)),
     ("bench_shards.shared.speedup_1_to_2_workers_cold", "shard build speed-up 1 -> 2 workers, ../shared", (">=", 1.8)),
-    ("bench_train.engine_overhead.ratio_deepspeed_over_plain", "DeepSpeed step / plain AdamW step, cpu-small", ("<=", 1.1)),
+    ("bench_train.engine_overhead.ratio_zero1_over_plain", "DeepSpeed ZeRO-1 step (cpu-small's stage) / plain AdamW step", ("<=", 1.1)),
+    ("bench_train.engine_overhead.ratio_zero0_over_plain", "  same, ZeRO-0", None),
+    ("bench_train.engine_overhead.ratio_zero2_over_plain", "  same, ZeRO-2", None),
     ("bench_train.engine_overhead.cpu_small_samples_per_s", "cpu-small samples/s under the engine (1 rank)", None),
     ("bench_train.data_wait.data_wait_frac", "data-wait fraction of a real mhdsr train run", ("<", 0.05)),
+    ("bench_train.data_wait.mfu", "MFU of a real mhdsr train run (cpu-small, vs CPU matmul peak)", None),
+    ("bench_loader.loader_1_worker_samples_per_s", "loader samples/s per worker, 256^2, 8 channels", None),
+    ("bench_loader.ratio_loader_1_worker_vs_in_memory", "loader (1 worker) / in-memory decode of the same tar bytes", (">=", 0.8)),
+    ("bench_loader.workers_per_gpu_for_160", "loader workers per GPU for 160 samples/s (CPU-derived)", None),
     ("bench_train.gpu_40m.fwd_bwd_s_cpu_fp32_256sq_batch1", "gpu-40m fwd+bwd s, 256^2 batch 1, fp32 on this CPU", None),
+    ("bench_train.gpu_40m.training_TFLOP_per_sample_256sq", "gpu-40m training TFLOP per 256^2 sample (counted)", None),
     ("bench_sampling.throughput.samples_per_s_at_8_nfe", "256^2 samples/s at 8 NFE, cpu-small, this CPU", None),
 )  # fmt: skip
 
@@ -83,9 +91,15 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results.json")
     ap.add_argument("--quick", action="store_true", help="small cases only (minutes)")
     ap.add_argument("--only", nargs="*", default=None, help="benchmark module names to run")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other benchmarks' results already in --out (with --only)")  # fmt: skip
     args = ap.parse_args()
-    results: dict = {"meta": {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
-                              "cpus": os.cpu_count(), "quick": args.quick, "python": platform.python_version()}}  # fmt: skip
+    results: dict = {}
+    if args.merge and Path(args.out).is_file():
+        results = {k: v for k, v in json.loads(Path(args.out).read_text()).items() if k in BENCHES}
+    results["meta"] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
+                       "cpus": os.cpu_count(), "quick": args.quick, "python": platform.python_version(),
+                       "load_avg": list(os.getloadavg()), "ran": list(args.only or BENCHES)}  # fmt: skip
     failed = []
     for name in args.only or BENCHES:
         t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 # `make demo`: the main job end to end on the bundled real AthenaK data (data/athenak).
 #   1. shards   configs/shard/demo.yaml      256^2 seeds split by seed: train 0,2 / val 3 / test 1;
 #                                            native 128^2 seeds 2,3 as held-out
-#   2. train    configs/train/cpu-small.yaml DeepSpeed ZeRO-2, fp32 on CPU, EMA, checkpoints, TensorBoard
+#   2. train    configs/train/cpu-small.yaml DeepSpeed ZeRO-1, fp32 on CPU, EMA, checkpoints, TensorBoard
 #   3. sample   configs/sample/demo.yaml     Heun ODE and Euler-Maruyama SDE, ensemble of 2,
 #                                            on the test split and on every held-out 128^2 seed
 #   4. eval     configs/eval/demo.yaml       metrics.json, figures, report.md, summary table
@@ -21,7 +21,7 @@ stage "1/4 shards from the bundled real AthenaK runs"
 run shard build --config configs/shard/demo.yaml
 run shard inspect runs/demo/shards
 
-stage "2/4 train cpu-small (flow matching, DeepSpeed ZeRO-2, fp32 on CPU, 2 gloo ranks)"
+stage "2/4 train cpu-small (flow matching, DeepSpeed ZeRO-1, fp32 on CPU, 2 gloo ranks)"
 printf '$ torchrun --nproc_per_node=2 -m mhdsr train --config configs/train/cpu-small.yaml\n'
 OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --nproc_per_node=2 --master_port="${MHDSR_DEMO_PORT:-29517}" \
     -m mhdsr train --config configs/train/cpu-small.yaml

@@ -14,7 +14,7 @@ def test_headline_table_values_and_goals() -> None:
     results = {
         "bench_reader": {"bundled": {"ratio_cold_reused_buffer": 0.75}},
         "bench_train": {
-            "engine_overhead": {"ratio_deepspeed_over_plain": 1.2, "cpu_small_samples_per_s": 13.0},
+            "engine_overhead": {"ratio_zero1_over_plain": 1.2, "cpu_small_samples_per_s": 13.0},
             "data_wait": {"error": "boom"},
         },
     }
@@ -25,5 +25,7 @@ def test_headline_table_values_and_goals() -> None:
     assert body["reader MB/s / np.fromfile MB/s, cold cache, bundled"].endswith(
         "| 0.75 | >= 0.7 | yes |"
     )
-    assert body["DeepSpeed step / plain AdamW step, cpu-small"].endswith("| 1.2 | <= 1.1 | no |")
+    assert body["DeepSpeed ZeRO-1 step (cpu-small's stage) / plain AdamW step"].endswith(
+        "| 1.2 | <= 1.1 | no |"
+    )
     assert body["cpu-small samples/s under the engine (1 rank)"].endswith("| 13 | (record) |  |")

@@ -177,7 +177,9 @@ def test_band_level_of_the_instance_scale() -> None:
 
     x = torch.randn(2, 8, 32, 32, dtype=torch.float64)
     m1 = MethodConfig(scale="instance", scale_kmin=1)
-    torch.testing.assert_close(level_stats(x, m1)[1][..., 0, 0], x.std(dim=(-2, -1), unbiased=False))
+    torch.testing.assert_close(
+        level_stats(x, m1)[1][..., 0, 0], x.std(dim=(-2, -1), unbiased=False)
+    )
     m8 = MethodConfig(scale="instance", scale_kmin=8)
     a = level_stats(x, m8)[1]
     for g in range(8):

@@ -52,8 +52,8 @@ def test_corrupt_train_shards_end_the_run_with_workers_alive(demo_shards, tmp_pa
     rng = np.random.default_rng(0)
     for p in bad.glob("train-*.tar"):
         p.write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    # the interpolant formulation: the residual one reads train samples at start-up (and stops
-    # there with a clear error); this test is about the loader worker
+    # the interpolant formulation: the residual one estimates s_r from train samples at
+    # start-up and, with every train shard corrupt, stops there; this test is about the worker
     cmd = _train(bad, tmp_path / "run", "max_steps=2", "data.workers=1",
                  "method.formulation=interpolant")  # fmt: skip
     p, wall = run_session(cmd, timeout=200, env=python_env())

@@ -68,7 +68,11 @@ def flow_matching_loss(
 
 
 def source_noise(
-    shape: Sequence[int], gen: torch.Generator, device: torch.device, *, on_device: bool | None = None
+    shape: Sequence[int],
+    gen: torch.Generator,
+    device: torch.device,
+    *,
+    on_device: bool | None = None,
 ) -> Tensor:
     """Standard normal noise ``eps`` of ``shape`` (float32) on ``device``, keyed by ``gen``.
 

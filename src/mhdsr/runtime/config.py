@@ -87,8 +87,9 @@ class EngineConfig:
     #: backend; weights and exports unchanged). For GPUs; on a CPU it needs a C++ compiler and
     #: compiles for minutes. A speed option: bench-gpu measures it (benchmarks/gpu_check.py)
     compile: bool = False
-    #: channels-last (NHWC) memory format: the model's weights and its 4-D inputs (activations
-    #: follow). For GPU tensor cores; same results within float tolerance (tested on the CPU)
+    #: channels-last (NHWC) activations: the model's 4-D inputs are made channels-last and the
+    #: convolutions follow (weights stay contiguous for DeepSpeed). For GPU tensor cores; same
+    #: results within float tolerance (tested on the CPU)
     channels_last: bool = False
     #: fp32 matrix products and convolutions on TF32 tensor cores (CUDA only; in bf16 runs only
     #: the fp32 parts are affected). Off = IEEE fp32

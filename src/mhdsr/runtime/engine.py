@@ -21,10 +21,12 @@ copy is made: a deep copy of a compiled module would call the original's compile
 from __future__ import annotations
 
 import math
+import types
 from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from mhdsr.errors import ConfigError
 from mhdsr.runtime.config import BF16_ZERO0
@@ -135,13 +137,39 @@ def _channels_last_inputs(_module: nn.Module, args: tuple) -> tuple:
     )
 
 
+def _nhwc_conv_forward(self: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``nn.Conv2d._conv_forward`` with its input in channels-last format (after the padding,
+    for a non-zero ``padding_mode``: ``F.pad`` returns a contiguous NCHW tensor)."""
+    nhwc = torch.channels_last
+    if self.padding_mode != "zeros":
+        x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        return F.conv2d(
+            x.contiguous(memory_format=nhwc), weight, bias, self.stride, 0, self.dilation,
+            self.groups,
+        )  # fmt: skip
+    return F.conv2d(
+        x.contiguous(memory_format=nhwc), weight, bias, self.stride, self.padding, self.dilation,
+        self.groups,
+    )  # fmt: skip
+
+
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """Channels-last (NHWC) memory format: the model's 4-D weights now, and every 4-D float
-    positional input of its forward (a forward pre-hook), so the activations follow. ZeRO-1/2
-    flatten the parameters into contiguous buffers, so there the inputs carry the format. Values
-    are unchanged: only strides differ (results equal within float rounding, tested)."""
-    model.to(memory_format=torch.channels_last)
+    """Channels-last (NHWC) activations: every 4-D float positional input of the model's forward
+    is made channels-last (a forward pre-hook) and so is the (padded) input of every
+    ``nn.Conv2d`` (its ``_conv_forward``), so convolutions run and return NHWC: torch picks the
+    output format from the input's OR the weight's (``suggest_memory_format``), and circular
+    padding (``F.pad``) alone would return NCHW.
+
+    The weights stay contiguous: DeepSpeed broadcasts each parameter as a ``uint8`` view at
+    start-up, which a channels-last weight refuses ("self.stride(-1) must be 1 to view Float as
+    Byte", measured with deepspeed 0.19.8 at every ZeRO stage), and ZeRO-1/2 replace the
+    parameters by views of flat contiguous buffers. Values are unchanged: only strides differ
+    (results equal within float rounding, tested). A deep copy (the EMA model) keeps the
+    setting."""
     model.register_forward_pre_hook(_channels_last_inputs)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m._conv_forward = types.MethodType(_nhwc_conv_forward, m)
     return model
 
 
