@@ -10,6 +10,7 @@ the metric registry ``metric_definitions, baseline_definitions, targets, pdfs, g
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -319,15 +320,23 @@ def transition_goal(
         for g in per_method.values():
             chans = {}
             for ch in channels:
-                worst = min(g["per_snapshot"], key=lambda s, ch=ch: s["diff"][ch])
+                # a snapshot whose truth has no power in the band (e.g. a uniform initial
+                # density) has no coherence: the goal is undefined there, not failed or met
+                defined = [s for s in g["per_snapshot"] if math.isfinite(s["diff"][ch])]
+                undefined = len(g["per_snapshot"]) - len(defined)
+                if not defined:
+                    chans[ch] = {"min_diff": None, "at": None, "pass": None, "undefined": undefined}
+                    continue
+                worst = min(defined, key=lambda s, ch=ch: s["diff"][ch])
                 v = worst["diff"][ch]
                 chans[ch] = {
                     "min_diff": v,
                     "at": {k: worst[k] for k in ("sim", "snapshot", "orbit")},
                     "pass": bool(v >= -GOAL_MARGIN),
+                    "undefined": undefined,
                 }
             g["channels"] = chans
-            g["pass"] = all(c["pass"] for c in chans.values())
+            g["pass"] = all(c["pass"] is not False for c in chans.values())
     return {"available": bool(groups), "rule": rule, "margin": GOAL_MARGIN, "groups": groups}
 
 

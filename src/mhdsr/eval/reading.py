@@ -155,14 +155,23 @@ def goal_reading(metrics: Mapping[str, Any], group: str) -> list[str]:
         return []
     lines = []
     for name, g in per_method.items():
-        worst = min(g["channels"].items(), key=lambda kv: kv[1]["min_diff"])
-        ch, w = worst
-        fails = [c for c, v in g["channels"].items() if not v["pass"]]
+        defined = [(c, v) for c, v in g["channels"].items() if v["min_diff"] is not None]
+        undefined = sum(v.get("undefined", 0) for v in g["channels"].values())
+        note = (
+            f" ({undefined} channel-snapshot(s) without power in the band: undefined, skipped)"
+            if undefined
+            else ""
+        )
+        if not defined:
+            lines.append(f"{name}: the goal is undefined on every channel{note}.")
+            continue
+        ch, w = min(defined, key=lambda kv: kv[1]["min_diff"])
+        fails = [c for c, v in g["channels"].items() if v["pass"] is False]
         verdict = "meets the goal" if g["pass"] else f"misses it on {', '.join(fails)}"
         lines.append(
             f"{name} {verdict}: worst min over {len(g['per_snapshot'])} snapshot(s) of coh - "
             f"coh_spline is {fmt(w['min_diff'])} ({ch}, orbit {fmt(w['at']['orbit'])}, snapshot "
-            f"{w['at']['snapshot']} of {w['at']['sim']})."
+            f"{w['at']['snapshot']} of {w['at']['sim']}){note}."
         )
     return lines
 

@@ -227,6 +227,12 @@ def _group_details(metrics: Mapping[str, Any], group: str) -> str:
 GOAL_ROWS = 20
 
 
+def _worst_diff(snapshot: Mapping[str, Any]) -> float:
+    """The lowest defined coherence difference of one per-snapshot row (+inf if none is)."""
+    vals = [x for x in snapshot["diff"].values() if x is not None and math.isfinite(x)]
+    return min(vals, default=math.inf)
+
+
 def _goal_tables(metrics: Mapping[str, Any], group: str) -> str | None:
     goal = get(metrics, ("goals", "transition_coherence"))
     per_method = get(goal, ("groups", group)) if goal and goal.get("available") else None
@@ -237,7 +243,7 @@ def _goal_tables(metrics: Mapping[str, Any], group: str) -> str | None:
     for name, g in per_method.items():
         snaps = g["per_snapshot"]
         if len(snaps) > GOAL_ROWS:
-            snaps = sorted(snaps, key=lambda s: min(s["diff"].values()))[:GOAL_ROWS]
+            snaps = sorted(snaps, key=_worst_diff)[:GOAL_ROWS]
         for s in snaps:
             rows.append(
                 [name, f"{s['sim']} n{s['snapshot']}", fmt(s["orbit"])]
@@ -246,7 +252,7 @@ def _goal_tables(metrics: Mapping[str, Any], group: str) -> str | None:
         rows.append(
             [f"**{name}**", "**min**", ""]
             + [
-                ("" if v["pass"] else "✗ ") + f"**{fmt(v['min_diff'])}**"
+                ("✗ " if v["pass"] is False else "") + f"**{fmt(v['min_diff'])}**"
                 for v in (g["channels"][ch] for ch in chans)
             ]
         )
