@@ -72,7 +72,7 @@ def forecast_cmd(shards: Path, run_dir: Path, *overrides: str) -> list[str]:
 
 
 def run_forecast(
-    shards: Path, run_dir: Path, *overrides: str, check: bool = True, timeout: float = 300
+    shards: Path, run_dir: Path, *overrides: str, check: bool = True, timeout: float = 900
 ):
     """Run ``mhdsr forecast train`` as a process (one rank); returns the completed process."""
     cmd = forecast_cmd(shards, run_dir, *overrides)

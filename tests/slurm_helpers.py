@@ -566,10 +566,42 @@ class SlowTrainJob(TrainJob):
 
         make_loader, pause = task.make_loader, self.step_sleep_s
 
-        def slow_loader(*args: Any, **kwargs: Any) -> Iterable[Any]:
-            for batch in make_loader(*args, **kwargs):
-                time.sleep(pause)
-                yield batch
+        def slow_loader(*args: Any, **kwargs: Any) -> _SlowLoader:
+            return _SlowLoader(make_loader(*args, **kwargs), pause)
 
         task.make_loader = slow_loader
         return super().__call__()
+
+
+class _SlowBatches:
+    """A segment's batches (``mhdsr.dataset.stream.Loader.segment``), ``pause`` s before each."""
+
+    def __init__(self, batches: Any, pause: float) -> None:
+        self._batches, self._pause = batches, pause
+
+    def __iter__(self) -> _SlowBatches:
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self._batches)
+        time.sleep(self._pause)
+        return batch
+
+    def close(self) -> None:
+        self._batches.close()
+
+    def shutdown(self) -> None:
+        self._batches.shutdown()
+
+
+class _SlowLoader:
+    """A ``Loader`` whose segments are :class:`_SlowBatches`; everything else is the loader's."""
+
+    def __init__(self, loader: Any, pause: float) -> None:
+        self._loader, self._pause = loader, pause
+
+    def segment(self, segment: int) -> _SlowBatches:
+        return _SlowBatches(self._loader.segment(segment), self._pause)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)

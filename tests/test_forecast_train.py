@@ -102,7 +102,7 @@ def test_launch_forecast_runs_the_same_entry_point(shards, tmp_path):
     cmd = [sys.executable, "-m", "mhdsr", "launch", "forecast", "--config",
            str(REPO / "configs/forecast/cpu-small.yaml"), f"shards={shards}", f"run_dir={run}",
            "max_steps=2", *TINY_FNO, "executor=debug", "gpus_per_node=0"]  # fmt: skip
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env(), cwd=REPO)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env(), cwd=REPO)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "submitted train job" in p.stdout and (run / "export" / "latest").is_file()
     assert (

@@ -32,6 +32,13 @@ ARGS = ["workers=2", "shard.max_samples=1"]
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT handled by default. A shell that starts the test run in
+    the background (``cmd &`` without job control) makes SIGINT ignored, and an ignored signal
+    stays ignored across exec, so Python would never raise KeyboardInterrupt in the build."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _started(out: Path) -> bool:
     """A first shard (tar or its sidecar) exists."""
     return bool(list(out.glob("*.tar")) or list((out / ".build").glob("*.tar.json")))
@@ -63,7 +70,7 @@ def test_interrupted_build_stops_cleanly_and_resumes(
            f"output_dir={out}", *ARGS]  # fmt: skip
     with open(log_out, "w") as fo, open(log_err, "w") as fe:
         p = subprocess.Popen(cmd, cwd=REPO, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL,
-                             start_new_session=True)  # fmt: skip
+                             start_new_session=True, preexec_fn=_default_sigint)  # fmt: skip
     try:
         ready = (lambda: _started(out)) if moment == "shards" else (lambda: _forkserver_up(p.pid))
         t0 = time.monotonic()
