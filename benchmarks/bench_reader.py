@@ -74,7 +74,7 @@ def _measure(root, quick: bool) -> dict:
 
 
 def run(quick: bool = False) -> dict:
-    """Reader vs np.fromfile on the bundled sample (and ../shared when present, not quick)."""
+    """Reader vs np.fromfile on the bundled sample (and $MHDSR_BENCH_DATA when set, not quick)."""
     return {name: _measure(root, quick) for name, root in datasets(quick).items()}
 
 

@@ -1,7 +1,7 @@
 """Shard-build throughput (issue 3): build MB/s vs raw read MB/s of the same .bin bytes, and the
 speed-up from 1 to 2 worker processes.
 
-For each data set (bundled sample; ../shared/data/athenak too unless quick) every snapshot of
+For each data set (bundled sample; $MHDSR_BENCH_DATA too when set, unless quick) every snapshot of
 every run is sharded (hi runs -> train/val/test by the default fractions, lo runs -> heldout).
 Throughputs count the INPUT ``.bin`` bytes of the sharded snapshots:
 

@@ -10,14 +10,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "data" / "athenak"
-SHARED = (REPO.parent / "shared" / "data" / "athenak").resolve()
+#: a larger AthenaK folder (same layout as data/athenak) to benchmark too: $MHDSR_BENCH_DATA
+EXTRA = Path(os.environ["MHDSR_BENCH_DATA"]) if os.environ.get("MHDSR_BENCH_DATA") else None
 
 
 def datasets(quick: bool) -> dict[str, Path]:
-    """Bundled sample always; ../shared/data/athenak too when present and not quick."""
+    """Bundled sample always; the folder in ``$MHDSR_BENCH_DATA`` too when set and not quick."""
     out = {"bundled": BUNDLED}
-    if not quick and SHARED.is_dir():
-        out["shared"] = SHARED
+    if not quick and EXTRA is not None and EXTRA.is_dir():
+        out["extra"] = EXTRA
     return out
 
 
