@@ -50,7 +50,7 @@ from mhdsr.dataset.normalize import Normalizer
 from mhdsr.errors import CheckpointError, ConfigError
 from mhdsr.forecast.config import RolloutConfig
 from mhdsr.forecast.loss import rollout
-from mhdsr.io_utils import atomic_path, make_output_dir, write_text_atomic
+from mhdsr.io_utils import atomic_path, complete_h5_settings, make_output_dir, write_text_atomic
 from mhdsr.units import orbits
 
 log = logging.getLogger("mhdsr.forecast")
@@ -282,18 +282,9 @@ def output_path(output_dir: str | Path, sim: str) -> Path:
 
 
 def read_settings(path: Path) -> dict[str, Any] | None:
-    """The ``settings`` of a COMPLETE rollout file, else ``None``."""
-    import h5py
-
-    if not path.is_file():
-        return None
-    try:
-        with h5py.File(path, "r") as f:
-            if not bool(f.attrs.get("complete", False)):
-                return None
-            return json.loads(f.attrs["settings"])
-    except (OSError, KeyError, ValueError):
-        return None
+    """The ``settings`` of a COMPLETE output file, else ``None``
+    (:func:`mhdsr.io_utils.complete_h5_settings`)."""
+    return complete_h5_settings(path)
 
 
 def _settings(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan) -> dict[str, Any]:

@@ -22,7 +22,6 @@ partial file and a killed run leaves only a temporary file, which the next run d
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 from pathlib import Path
@@ -32,6 +31,7 @@ import h5py
 import numpy as np
 
 from mhdsr.errors import NonFiniteError
+from mhdsr.io_utils import complete_h5_settings
 
 SUFFIX = ".h5"
 
@@ -47,17 +47,9 @@ def stale_tmps(path: Path) -> list[Path]:
 
 
 def read_settings(path: Path) -> dict[str, Any] | None:
-    """The ``settings`` of a COMPLETE output file, else ``None`` (missing, unreadable, or not
-    marked complete)."""
-    if not path.is_file():
-        return None
-    try:
-        with h5py.File(path, "r") as f:
-            if not bool(f.attrs.get("complete", False)):
-                return None
-            return json.loads(f.attrs["settings"])
-    except (OSError, KeyError, ValueError):
-        return None
+    """The ``settings`` of a COMPLETE output file, else ``None``
+    (:func:`mhdsr.io_utils.complete_h5_settings`)."""
+    return complete_h5_settings(path)
 
 
 def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
