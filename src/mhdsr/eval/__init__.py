@@ -1,9 +1,10 @@
-"""Evaluation of super-resolved fields against the truth and baselines (docs/design.md,
-"Metrics", "Baselines", "Sample-quality metrics beyond spectra").
+"""Evaluation of super-resolved fields and of forecasts against the truth and baselines
+(docs/design.md, "Metrics", "Baselines", "Sample-quality metrics beyond spectra", "Forecast stage").
 
 The maths lives in the pure numpy layer :mod:`mhdsr.analysis` (spectra and coherence, scores,
-PDFs, physics residuals, spline interpolation, Gaussian random fields). ``mhdsr eval`` is built
-on it, one concern per module:
+PDFs, physics residuals, Gaussian random fields, energies); the grid operators (avgpool2, the
+periodic bilinear / bicubic / spline Up) in :mod:`mhdsr.method.interpolant`. ``mhdsr eval`` is
+built on them, one concern per module:
 
 - :mod:`~mhdsr.eval.config` -- the typed config; :mod:`~mhdsr.eval.cli` -- the subcommand.
 - :mod:`~mhdsr.eval.inputs` -- inference HDF5 headers, method labels, truth by key from shards.
@@ -20,7 +21,12 @@ on it, one concern per module:
   automatic reading of the numbers.
 - :mod:`~mhdsr.eval.report` -- JSON hygiene, tables, summary.md and report.md;
   :mod:`~mhdsr.eval.figures` / :mod:`~mhdsr.eval.report_figures` -- PNGs.
-- :mod:`~mhdsr.eval.run` -- :func:`~mhdsr.eval.run.run_eval`, the pipeline (atomic writes).
+- :mod:`~mhdsr.eval.forecast` -- forecast rollouts and the forecast -> super-resolve chain scored
+  per lead time against persistence, linear extrapolation and bicubic baselines; goals; the
+  energy cross-check against AthenaK's history file. :mod:`~mhdsr.eval.forecast_report` -- their
+  metrics.json, figures, report.md and lead-time table.
+- :mod:`~mhdsr.eval.run` -- :func:`~mhdsr.eval.run.run_eval`, the pipeline (atomic writes); it
+  sends rollout and chain files (found by their ``kind`` attribute) to the forecast modules.
 
 Import the submodules directly; this package module imports nothing so that it stays light.
 """

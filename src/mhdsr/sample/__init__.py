@@ -7,9 +7,10 @@ method"), plus bulk inference to HDF5.
 * :mod:`mhdsr.method.noise` - ``generator_for(seed, *key)``, ``PerSampleNoise``: noise that does
   not depend on batch size, order or world size.
 * :mod:`mhdsr.sample.bulk` - ``run_sample(cfg)``, ``list_work``, ``status``: ``mhdsr sample``,
-  one HDF5 file per sim (:mod:`~mhdsr.sample.h5out`), inputs from shards or AthenaK runs
-  (:mod:`~mhdsr.sample.inputs`), exported model (:mod:`~mhdsr.model.inference`), config schema
-  (:mod:`~mhdsr.sample.config`), command line (:mod:`~mhdsr.sample.cli`).
+  one HDF5 file per sim (:mod:`~mhdsr.sample.h5out`), inputs from shards, AthenaK runs or
+  forecast rollouts (the chain; :mod:`~mhdsr.sample.inputs`), exported model
+  (:mod:`~mhdsr.model.inference`), config schema (:mod:`~mhdsr.sample.config`), command line
+  with ``--status`` (:mod:`~mhdsr.sample.cli`).
 
 This package ``__init__`` imports nothing, so ``import mhdsr.sample.<module>`` stays cheap.
 """
