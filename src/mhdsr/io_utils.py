@@ -17,6 +17,40 @@ def tmp_name(path: str | Path) -> Path:
     return p.with_name(f".{p.name}.tmp-{os.getpid()}")
 
 
+def write_failed(path: str | Path, e: OSError, what: str = "output") -> Exception:
+    """The :class:`~mhdsr.errors.OutputWriteError` to raise when writing ``path`` failed with
+    ``e``: it names the file and says in words why (a bare ``[Errno 28]`` names neither)."""
+    import errno
+
+    from mhdsr.errors import OutputWriteError
+
+    why = {
+        errno.ENOSPC: "no space left on the device (disk full)",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EFBIG: "file too large (file size limit)",
+        errno.EROFS: "read-only file system",
+        errno.EIO: "I/O error",
+    }.get(e.errno or -1, e.strerror or str(e))
+    return OutputWriteError(
+        f"{path}: cannot write the {what}: {why}; nothing was kept (the partial file was removed)"
+    )
+
+
+def preallocate(f: Any, size: int) -> None:
+    """Reserve ``size`` bytes for the open file ``f`` (``os.posix_fallocate``), so that a disk
+    too small fails at once with ENOSPC instead of part-way (or, for a memory map onto a sparse
+    file, with SIGBUS). File systems that cannot preallocate are left to fail on write."""
+    import errno
+
+    try:
+        os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+    except AttributeError:  # pragma: no cover - no posix_fallocate on this platform
+        pass
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path; rename it to ``path`` only if the block finishes without error.
