@@ -17,20 +17,26 @@ def tmp_name(path: str | Path) -> Path:
     return p.with_name(f".{p.name}.tmp-{os.getpid()}")
 
 
-def write_failed(path: str | Path, e: OSError, what: str = "output") -> Exception:
+def write_failed(path: str | Path, e: Exception, what: str = "output") -> Exception:
     """The :class:`~mhdsr.errors.OutputWriteError` to raise when writing ``path`` failed with
-    ``e``: it names the file and says in words why (a bare ``[Errno 28]`` names neither)."""
+    ``e``: it names the file and says in words why (a bare ``[Errno 28]`` names neither).
+    ``e`` may also be an HDF5 error (h5py raises RuntimeError with ``errno = N`` in the text)."""
     import errno
+    import re
 
     from mhdsr.errors import OutputWriteError
 
+    code = getattr(e, "errno", None)
+    if code is None:
+        m = re.search(r"errno = (\d+)", str(e))
+        code = int(m.group(1)) if m else None
     why = {
         errno.ENOSPC: "no space left on the device (disk full)",
         errno.EDQUOT: "disk quota exceeded",
         errno.EFBIG: "file too large (file size limit)",
         errno.EROFS: "read-only file system",
         errno.EIO: "I/O error",
-    }.get(e.errno or -1, e.strerror or str(e))
+    }.get(code or -1, getattr(e, "strerror", None) or str(e).strip().splitlines()[0][:200])
     return OutputWriteError(
         f"{path}: cannot write the {what}: {why}; nothing was kept (the partial file was removed)"
     )
