@@ -185,6 +185,8 @@ def to_npy(
             f"--resolution {resolution} exceeds the native {nx1}x{nx2} (no upsampling)"
         )
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise AthenaKFormatError(f"{outdir}: --outdir is a file; expected an output folder")
     if not overwrite:
         other = _other_conversion(outdir, run.root)
         if other:
