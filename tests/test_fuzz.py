@@ -109,6 +109,17 @@ def test_hostile_deck_sizes_are_refused_before_allocating(
         assert not out.exists()
 
 
+def test_size_check_uses_a_complete_snapshot(tmp_path: Path) -> None:
+    """Control: an incomplete first snapshot (one rank file of four) does not trip the deck-size
+    check; the run reads and the gap is reported."""
+    root = _run(tmp_path / "run", snapshots=(0, 1), n_ranks=4, per_rank_layout=True)
+    for r in (1, 2, 3):
+        for g in GROUP_VARS:
+            (root / "bin" / f"rank_{r:08d}" / f"mri2d.{g}.00000.bin").unlink()
+    info = AthenaKRun(root).info()
+    assert info["snapshots"] == [1] and "00000" in info["incomplete_snapshots"]
+
+
 def test_block_indices_claiming_65001_squared_cells(tmp_path: Path) -> None:
     root = _run(tmp_path / "run", snapshots=(0,))
     f = _first(root)

@@ -263,7 +263,9 @@ class AthenaKRun:
             )
         cells = mesh[0] * mesh[1] * mesh[2]
         g = self.groups[0]
-        first = self._files[g][min(self._files[g])]
+        by_index = self._files[g]  # a snapshot present in every rank folder, else the fullest
+        full = [i for i in sorted(by_index) if len(by_index[i]) == self.n_ranks]
+        first = by_index[full[0]] if full else max(by_index.values(), key=len)
         held = sum(check_regular(p) for p in first)
         if cells * 4 > held:  # at least one float32 value per cell (more with more variables)
             names = ", ".join(map(str, first))
