@@ -403,3 +403,36 @@ def test_on_bad_skip_lists_what_it_skipped(tmp_path: Path) -> None:
         and "mri2d.mhd_w.00001.bin" in lines[0]
     )
     assert lines[1].startswith("skipped 1 input(s) in total")
+
+
+STAGED_FIGURES = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from mhdsr.io_utils import staging_dir
+    tmp = staging_dir(Path(sys.argv[1]) / "figures")
+    tmp.mkdir()
+    (tmp / "panel_00.png").write_bytes(b"half")
+    raise SystemExit(2)  # e.g. disk full while drawing: never published
+    """
+)
+
+
+def test_eval_figures_are_staged_then_published(tmp_path: Path) -> None:
+    """eval draws into a staging folder and renames it to figures/ when complete: a failure
+    part-way leaves the previous figures/ as it was and no staging folder behind."""
+    from mhdsr.io_utils import publish_dir, staging_dir
+
+    figs = tmp_path / "figures"
+    figs.mkdir()
+    (figs / "old.png").write_bytes(b"old")
+    p = mhdsr(str(tmp_path), code=STAGED_FIGURES)
+    assert p.returncode == 2, p.stderr
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["figures"]
+    assert [q.name for q in figs.iterdir()] == ["old.png"]
+    tmp = staging_dir(figs)
+    tmp.mkdir()
+    (tmp / "new.png").write_bytes(b"new")
+    assert publish_dir(tmp, figs) == figs
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["figures"]
+    assert [q.name for q in figs.iterdir()] == ["new.png"]

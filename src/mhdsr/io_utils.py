@@ -57,6 +57,43 @@ def preallocate(f: Any, size: int) -> None:
         pass
 
 
+def staging_dir(final: str | Path) -> Path:
+    """A fresh name ``.<final>.tmp-<host>-<pid>`` beside ``final`` to fill a folder in, then
+    :func:`publish_dir` it: a failure part-way (disk full) never leaves a half-written
+    ``final``. Staging folders of dead processes on this host are removed here; this one is
+    removed at exit if it was not published (nothing is created until the caller makes it)."""
+    import atexit
+    import shutil
+    import socket
+
+    final = Path(final)
+    host = socket.gethostname()
+    if final.parent.is_dir():
+        for p in final.parent.glob(f".{final.name}.*-{host}-*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(p, ignore_errors=True)
+    tmp = final.with_name(f".{final.name}.tmp-{host}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return tmp
+
+
+def publish_dir(tmp: str | Path, final: str | Path) -> Path:
+    """Replace the folder ``final`` by the complete folder ``tmp`` (two renames; the previous
+    ``final`` is removed after the new one is in place). Returns ``final``."""
+    import shutil
+    import socket
+
+    tmp, final = Path(tmp), Path(final)
+    old = final.with_name(f".{final.name}.old-{socket.gethostname()}-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path; rename it to ``path`` only if the block finishes without error.
