@@ -137,7 +137,10 @@ def test_checksum_and_count_mismatches_are_reported(built: Path, tmp_path: Path)
     (out / "manifest.json").write_text(json.dumps(m))
     probs = verify(out)["problems"]
     assert "shard train-000000.tar: 2 samples, manifest says 5" in probs
-    assert "split train: shards hold 6 samples, manifest says 3" in probs
+    assert (
+        "split train: the manifest's split total says 3 samples, but its shard records add up to 6"
+        in probs
+    )
 
 
 def test_inspect_without_manifest_is_a_clear_error(tmp_path: Path, capsys) -> None:

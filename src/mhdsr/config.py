@@ -63,6 +63,10 @@ def load_config(schema: type[T], path: str | Path | None, overrides: Sequence[st
     layers = [base]
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file {str(p)!r} is a folder; expected a YAML file")
+        if p.exists() and not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} is not a regular file; expected a YAML file")
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
         try:

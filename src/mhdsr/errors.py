@@ -30,3 +30,8 @@ class PeerFailedError(MhdsrError, RuntimeError):
 class NonFiniteError(MhdsrError, ValueError):
     """An output would hold NaN/inf values (exported weights, a sample file); it is not written,
     and the message says where the values are."""
+
+
+class OutputWriteError(MhdsrError, OSError):
+    """An output could not be written (disk full, quota, file size limit, I/O error); the
+    message names the file and the reason, and the partial file has been removed."""

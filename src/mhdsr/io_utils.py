@@ -17,6 +17,83 @@ def tmp_name(path: str | Path) -> Path:
     return p.with_name(f".{p.name}.tmp-{os.getpid()}")
 
 
+def write_failed(path: str | Path, e: Exception, what: str = "output") -> Exception:
+    """The :class:`~mhdsr.errors.OutputWriteError` to raise when writing ``path`` failed with
+    ``e``: it names the file and says in words why (a bare ``[Errno 28]`` names neither).
+    ``e`` may also be an HDF5 error (h5py raises RuntimeError with ``errno = N`` in the text)."""
+    import errno
+    import re
+
+    from mhdsr.errors import OutputWriteError
+
+    code = getattr(e, "errno", None)
+    if code is None:
+        m = re.search(r"errno = (\d+)", str(e))
+        code = int(m.group(1)) if m else None
+    why = {
+        errno.ENOSPC: "no space left on the device (disk full)",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EFBIG: "file too large (file size limit)",
+        errno.EROFS: "read-only file system",
+        errno.EIO: "I/O error",
+    }.get(code or -1, getattr(e, "strerror", None) or str(e).strip().splitlines()[0][:200])
+    return OutputWriteError(
+        f"{path}: cannot write the {what}: {why}; nothing was kept (the partial file was removed)"
+    )
+
+
+def preallocate(f: Any, size: int) -> None:
+    """Reserve ``size`` bytes for the open file ``f`` (``os.posix_fallocate``), so that a disk
+    too small fails at once with ENOSPC instead of part-way (or, for a memory map onto a sparse
+    file, with SIGBUS). File systems that cannot preallocate are left to fail on write."""
+    import errno
+
+    try:
+        os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+    except AttributeError:  # pragma: no cover - no posix_fallocate on this platform
+        pass
+
+
+def staging_dir(final: str | Path) -> Path:
+    """A fresh name ``.<final>.tmp-<host>-<pid>`` beside ``final`` to fill a folder in, then
+    :func:`publish_dir` it: a failure part-way (disk full) never leaves a half-written
+    ``final``. Staging folders of dead processes on this host are removed here; this one is
+    removed at exit if it was not published (nothing is created until the caller makes it)."""
+    import atexit
+    import shutil
+    import socket
+
+    final = Path(final)
+    host = socket.gethostname()
+    if final.parent.is_dir():
+        for p in final.parent.glob(f".{final.name}.*-{host}-*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(p, ignore_errors=True)
+    tmp = final.with_name(f".{final.name}.tmp-{host}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return tmp
+
+
+def publish_dir(tmp: str | Path, final: str | Path) -> Path:
+    """Replace the folder ``final`` by the complete folder ``tmp`` (two renames; the previous
+    ``final`` is removed after the new one is in place). Returns ``final``."""
+    import shutil
+    import socket
+
+    tmp, final = Path(tmp), Path(final)
+    old = final.with_name(f".{final.name}.old-{socket.gethostname()}-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path; rename it to ``path`` only if the block finishes without error.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,33 @@ class BinHeader:
 
 def _fail(path: Path | str, msg: str) -> AthenaKFormatError:
     return AthenaKFormatError(f"{path}: {msg}")
+
+
+#: what :func:`check_regular` calls each kind of non-regular file
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def check_regular(path: Path | str) -> int:
+    """Size in bytes of ``path`` if it is a regular file (links followed), checked with
+    ``os.stat`` BEFORE any open: opening a FIFO named like a snapshot would block for ever.
+
+    Raises:
+        AthenaKFormatError: missing, unreadable, or not a regular file (names the file).
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise AthenaKFormatError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise _fail(path, f"is {kind}, expected a regular AthenaK .bin file")
+    return st.st_size
 
 
 def parse_header(buf: bytes | memoryview | np.ndarray, path: Path | str) -> BinHeader:
@@ -159,6 +187,7 @@ def read_header(path: Path | str) -> BinHeader:
             header (e.g. an empty file); the message names the file.
     """
     path = path if isinstance(path, Path) else Path(path)
+    check_regular(path)
     try:
         with open(path, "rb") as f:
             head = f.read(_HEADER_SCAN)
@@ -271,8 +300,9 @@ def read_bytes(
             previous read.
 
     Raises:
-        AthenaKFormatError: the file cannot be opened or read.
+        AthenaKFormatError: the file cannot be opened or read, or is not a regular file.
     """
+    check_regular(path)
     try:
         with open(path, "rb", buffering=0) as f:
             size = os.fstat(f.fileno()).st_size
@@ -333,6 +363,16 @@ def read_bin(path: Path | str, buf: np.ndarray | None = None) -> BinFile:
         )
     ints = first.view(f"{order}i4")
     n = (int(ints[1] - ints[0] + 1), int(ints[3] - ints[2] + 1), int(ints[5] - ints[4] + 1))
+    # checked before building the record dtype (numpy refuses records over 2 GiB with a bare
+    # ValueError): one record of these cells must fit in the bytes the file holds
+    one = 40 + 6 * hdr.location_size + len(hdr.variables) * n[0] * n[1] * n[2] * hdr.variable_size
+    if one > nbytes:
+        raise _fail(
+            path,
+            f"first meshblock record claims {n[0]}x{n[1]}x{n[2]} cells (index ranges "
+            f"{ints[:6].tolist()}), {one} bytes with {len(hdr.variables)} variables, but the file "
+            f"holds only {nbytes} bytes of meshblock data: garbled block indices or a truncated file",
+        )
     dt = record_dtype(len(hdr.variables), n, hdr.location_size, hdr.variable_size, order)
     if nbytes % dt.itemsize:
         raise _fail(

@@ -1,8 +1,10 @@
 """``mhdsr athenak to-npy``: one run -> ``all_fields_NxN.npy`` (T, N, N, C) + ``metadata.npz``.
 
 This is the research workflow's per-seed conversion (channel-LAST output, as that workflow
-uses). Memory stays bounded: snapshots are read one at a time into a reused buffer and written
-into an ``np.lib.format.open_memmap`` under a temporary name, renamed when complete.
+uses). Memory stays bounded: snapshots are read one at a time into a reused buffer and appended
+to an ``.npy`` file under a temporary name (its full size reserved up front with
+``posix_fallocate``, so a disk too small fails at once), renamed when complete. Plain writes,
+not a memory map: a memory map onto a full disk dies of SIGBUS instead of raising ENOSPC.
 
 Resampling to a lower resolution is conservative (area-weighted) averaging over the periodic
 grid, which is exact block averaging when the factor is an integer, e.g. 256 -> 128 is
@@ -23,7 +25,7 @@ from tqdm import tqdm
 from mhdsr.athenak.run import AthenaKRun, canonical_channel, cell_centres
 from mhdsr.channels import CHANNELS
 from mhdsr.errors import AthenaKFormatError
-from mhdsr.io_utils import tmp_name
+from mhdsr.io_utils import preallocate, tmp_name, write_failed
 
 
 def remap_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -183,6 +185,8 @@ def to_npy(
             f"--resolution {resolution} exceeds the native {nx1}x{nx2} (no upsampling)"
         )
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise AthenaKFormatError(f"{outdir}: --outdir is a file; expected an output folder")
     if not overwrite:
         other = _other_conversion(outdir, run.root)
         if other:
@@ -200,18 +204,23 @@ def to_npy(
     buf = np.empty((len(chans), nx2, nx1), dtype=np.float32)
     times, cycles = np.empty(len(snaps)), np.empty(len(snaps), dtype=np.int64)
     method = "none"
+    writing = tmp_data
     try:
-        mm = np.lib.format.open_memmap(
-            tmp_data, mode="w+", dtype="<f4", shape=(len(snaps), n_out[0], n_out[1], len(chans))
-        )
-        bar = tqdm(snaps, desc=f"to-npy {run.root.name}", unit="snap", disable=not progress)
-        for t, idx in enumerate(bar):
-            snap = run.read_snapshot(idx, chans, allow_nonfinite=allow_nonfinite, out=buf)
-            field, method = resample(snap.data, n_out)
-            mm[t] = np.moveaxis(field, 0, -1)
-            times[t], cycles[t] = snap.time, snap.cycle
-        mm.flush()
-        del mm
+        shape = (len(snaps), n_out[0], n_out[1], len(chans))
+        with open(tmp_data, "wb") as fh:
+            np.lib.format.write_array_header_1_0(
+                fh, {"descr": "<f4", "fortran_order": False, "shape": shape}
+            )
+            preallocate(fh, fh.tell() + 4 * int(np.prod(shape)))
+            bar = tqdm(snaps, desc=f"to-npy {run.root.name}", unit="snap", disable=not progress)
+            for t, idx in enumerate(bar):
+                snap = run.read_snapshot(idx, chans, allow_nonfinite=allow_nonfinite, out=buf)
+                field, method = resample(snap.data, n_out)
+                fh.write(np.ascontiguousarray(np.moveaxis(field, 0, -1), dtype="<f4").data)
+                times[t], cycles[t] = snap.time, snap.cycle
+            fh.flush()
+            os.fsync(fh.fileno())
+        writing = tmp_meta
         x1min, x1max, x2min, x2max = run.domain[:4]
         np.savez(
             tmp_meta,
@@ -230,6 +239,9 @@ def to_npy(
         os.replace(tmp_data, data_path)
         os.replace(tmp_meta_written, meta_path)
         ok = True
+    except OSError as e:
+        final = data_path if writing == tmp_data else meta_path
+        raise write_failed(final, e, f"conversion of {run.root}") from None
     finally:
         for p in (tmp_data, tmp_meta, Path(str(tmp_meta) + ".npz")):
             p.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ import numpy as np
 
 from mhdsr.athenak.binfile import (
     BinFile,
+    check_regular,
     parse_header,
     read_bin,
     read_bytes,
@@ -135,6 +136,7 @@ class AthenaKRun:
                 m = FILE_RE.match(p.name)
                 if not m:
                     continue
+                check_regular(p)  # a FIFO named like a snapshot: refused, never opened
                 g = found.setdefault(m["basename"], {}).setdefault(m["group"], {})
                 g.setdefault(int(m["index"]), []).append(p)
         if not found:
@@ -233,29 +235,61 @@ class AthenaKRun:
         """Which deck spelling (``block/key``) each parameter was read from."""
         return dict(self._params[1])
 
-    def _mesh_int(self, key: str) -> int:
+    def _mesh_int(self, key: str, default: int | None = None) -> int:
         p = self._params[0]
-        if key not in p:
+        block = "meshblock" if key.startswith("meshblock_") else "mesh"
+        name = f"<{block}>/{key.removeprefix('meshblock_')}"
+        if key not in p and default is None:
+            raise AthenaKFormatError(f"{self._first_path}: embedded deck lacks {name}")
+        v = p.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise AthenaKFormatError(
-                f"{self._first_path}: embedded deck lacks <mesh>/{key.removeprefix('meshblock_')}"
+                f"{self._first_path}: embedded deck {name} = {v!r}, expected a positive integer"
             )
-        return int(p[key])
+        return v
+
+    @functools.cached_property
+    def _grid(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """``(mesh, meshblock)`` cells from the deck, validated BEFORE anything is allocated
+        from them: positive integers, blocks dividing the mesh, and a mesh that the run's first
+        snapshot files can hold (a deck claiming 2^20 x 2^20 cells would otherwise make numpy
+        try to allocate terabytes)."""
+        mesh = (self._mesh_int("nx1"), self._mesh_int("nx2"), self._mesh_int("nx3", 1))
+        block = tuple(self._mesh_int(f"meshblock_nx{a}", mesh[a - 1]) for a in (1, 2, 3))
+        if any(m % b for m, b in zip(mesh, block)):
+            raise AthenaKFormatError(
+                f"{self._first_path}: embedded deck <mesh> {mesh[0]}x{mesh[1]}x{mesh[2]} is not a "
+                f"multiple of <meshblock> {block[0]}x{block[1]}x{block[2]}"
+            )
+        cells = mesh[0] * mesh[1] * mesh[2]
+        g = self.groups[0]
+        by_index = self._files[g]  # a snapshot present in every rank folder, else the fullest
+        full = [i for i in sorted(by_index) if len(by_index[i]) == self.n_ranks]
+        first = by_index[full[0]] if full else max(by_index.values(), key=len)
+        held = sum(check_regular(p) for p in first)
+        if cells * 4 > held:  # at least one float32 value per cell (more with more variables)
+            names = ", ".join(map(str, first))
+            raise AthenaKFormatError(
+                f"{self._first_path}: embedded deck claims a mesh of {mesh[0]}x{mesh[1]}x{mesh[2]} "
+                f"= {cells} cells, but {names} hold(s) only {held} bytes (at least 4 per cell): "
+                "garbled deck or truncated files"
+            )
+        return mesh, block  # type: ignore[return-value]
 
     @property
     def resolution(self) -> tuple[int, int, int]:
-        """Mesh cells ``(nx1, nx2, nx3)``."""
-        return (self._mesh_int("nx1"), self._mesh_int("nx2"), int(self._params[0].get("nx3", 1)))
+        """Mesh cells ``(nx1, nx2, nx3)``.
+
+        Raises:
+            AthenaKFormatError: the deck's sizes are missing, not positive integers, or more
+                than the files can hold (see ``_grid``).
+        """
+        return self._grid[0]
 
     @property
     def meshblock_shape(self) -> tuple[int, int, int]:
         """Cells per meshblock ``(n1, n2, n3)`` from the deck (defaults to the whole mesh)."""
-        p = self._params[0]
-        r = self.resolution
-        return (
-            int(p.get("meshblock_nx1", r[0])),
-            int(p.get("meshblock_nx2", r[1])),
-            int(p.get("meshblock_nx3", r[2])),
-        )
+        return self._grid[1]
 
     @property
     def n_meshblocks(self) -> int:
@@ -350,6 +384,7 @@ class AthenaKRun:
     def snapshot_time(self, index: int) -> tuple[float, int]:
         """``(time, cycle)`` of a snapshot from one file's first header lines (no data read)."""
         p = self.paths(self._group_of(index), index)[0]
+        check_regular(p)
         with open(p, "rb") as f:
             head = f.read(1 << 12)
         return _parse_time_only(head, p)
@@ -558,6 +593,7 @@ class AthenaKRun:
             raise AthenaKFormatError(
                 f"{f.path}: meshblock records are {f.block_shape[0]}x{f.block_shape[1]}x{f.block_shape[2]} "
                 f"cells but the deck's <meshblock> is {block[0]}x{block[1]}x{block[2]}{hint}"
+                f"{self._foreign_resolution(f)}"
             )
         nvar = len(f.header.variables)
         for v, _ in pairs:
@@ -580,6 +616,7 @@ class AthenaKRun:
             bad = locs[((locs < 0) | (locs >= nb)).any(axis=1)][0].tolist()
             raise AthenaKFormatError(
                 f"{f.path}: meshblock location {bad} lies outside the root grid {nb.tolist()}"
+                f"{self._foreign_resolution(f)}"
             )
         bounds = f.records["bounds"].astype(np.float64)
         for ax in range(2 if mesh[2] == 1 else 3):
@@ -596,6 +633,22 @@ class AthenaKRun:
                     f"[{bounds[b, 2 * ax]}, {bounds[b, 2 * ax + 1]}], expected [{expect[b]}, {expect[b] + width}]"
                 )
         self._valid_layouts.add(key)
+
+    def _foreign_resolution(self, f: BinFile) -> str:
+        """``"; the file's ... differs from the run's"`` when the file's own embedded deck gives
+        another mesh than the run's (a file of another resolution dropped into this run), else ''."""
+        try:
+            theirs = tuple(f.deck.get("mesh", {}).get(k, 1) for k in ("nx1", "nx2", "nx3"))
+        except AthenaKFormatError:
+            return ""
+        mine = self.resolution
+        if theirs == mine:
+            return ""
+        fmt = "x".join
+        return (
+            f"; the file's embedded deck says its mesh is {fmt(map(str, theirs))} cells but this run "
+            f"({self._first_path}) is {fmt(map(str, mine))}: a file of another resolution in this run"
+        )
 
     @functools.cached_property
     def _valid_layouts(self) -> set[bytes]:

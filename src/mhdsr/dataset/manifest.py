@@ -91,7 +91,11 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     try:
         m = json.loads(f.read_text())
     except (OSError, ValueError) as e:
-        raise ShardError(f"{f}: cannot read manifest: {e}") from None
+        raise ShardError(
+            f"{path}: expected a shard folder holding manifest.json, got a file"
+            if Path(path).is_file() and Path(path).name != MANIFEST_NAME
+            else f"{f}: cannot read manifest: {e}"
+        ) from None
     if not isinstance(m, dict):
         raise ShardError(f"{f}: manifest is not a JSON object")
     if m.get("schema_version") != SCHEMA_VERSION:

@@ -42,7 +42,13 @@ from mhdsr.eval.reference import (
 from mhdsr.eval.report import check_clean, clean, report_markdown, summary_table
 from mhdsr.eval.report_figures import summary_figures
 from mhdsr.eval.scoring import SimResult, evaluate_sim
-from mhdsr.io_utils import make_output_dir, write_json_atomic, write_text_atomic
+from mhdsr.io_utils import (
+    make_output_dir,
+    publish_dir,
+    staging_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
 from mhdsr.plots import plt
 
 
@@ -120,7 +126,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     if held:
         check_reference_split(truth, cfg.reference_split)
     out = Path(cfg.output_dir)
-    figdir = out / "figures"
+    figdir = staging_dir(out / "figures")  # drawn here, renamed to figures/ when complete
     make_output_dir(out, "output_dir")
     figdir.mkdir(exist_ok=True)
     timing: dict[str, float] = {}
@@ -218,9 +224,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     written += summary_figures(metrics, figdir, hist)
     timing["figures_s"] = time.perf_counter() - t0
-    for p in figdir.glob("*.png"):  # figures of an earlier run that this one did not redraw
-        if f"figures/{p.name}" not in written:
-            p.unlink()
+    figdir = publish_dir(figdir, out / "figures")  # complete: replaces the earlier figures/
     timing["total_s"] = time.perf_counter() - clock["start"]
     metrics["timing"] = {k: round(v, 2) for k, v in timing.items()}
     write_json_atomic(out / "metrics.json", metrics)

@@ -102,7 +102,9 @@ def load_forecast_model(
     try:
         payload = load_export(checkpoint)
     except CheckpointError as e:
-        raise CheckpointError(f"config key 'checkpoint': {e}") from None
+        raise CheckpointError(
+            f"config key 'checkpoint': {str(e).replace('`mhdsr train`', '`mhdsr forecast train`')}"
+        ) from None
     where = payload["path"]
     if payload.get("kind") != KIND:
         raise CheckpointError(

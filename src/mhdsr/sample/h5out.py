@@ -16,7 +16,10 @@ Layout of ``<output_dir>/<sim with "/" -> "__">.h5``::
 
 A file is written under a temporary name in the same folder (``.<name>.tmp-<host>-<pid>``) and
 renamed once complete (``complete = True`` is set before the rename), so a reader never sees a
-partial file and a killed run leaves only a temporary file, which the next run deletes.
+partial file and a killed run leaves only a temporary file, which the next run deletes. The
+file's full size is reserved (``posix_fallocate``) when it is created, so a disk too small is
+refused before any sampling; any write error later (disk filled by another job) becomes one
+:class:`~mhdsr.errors.OutputWriteError` naming the file, with the temporary file removed.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import h5py
 import numpy as np
 
 from mhdsr.errors import NonFiniteError
-from mhdsr.io_utils import complete_h5_settings
+from mhdsr.io_utils import complete_h5_settings, write_failed
 
 SUFFIX = ".h5"
 
@@ -98,7 +101,40 @@ class SimWriter:
         for old in stale_tmps(self.path):
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()
+        self.committed = False
         self.f = h5py.File(self.tmp, "w")
+        with self._failing():
+            self._create(n_snap, ensemble, c, hi_shape, lo_shape, with_keys, attrs)
+            # reserve the whole file now: HDF5 writes its chunks later, and a full disk would
+            # then surface at close as a cascade of HDF5 errors
+            need = (
+                4 * n_snap * c * (ensemble * hi_shape[0] * hi_shape[1] + lo_shape[0] * lo_shape[1])
+            )
+            fd = os.open(self.tmp, os.O_WRONLY)
+            try:
+                os.posix_fallocate(fd, 0, need)  # the data; HDF5 metadata adds a little
+            finally:
+                os.close(fd)
+        self.channels = list(channels)
+        self.snapshots: dict[int, int] = {}
+
+    @contextlib.contextmanager
+    def _failing(self):  # type: ignore[no-untyped-def]
+        """Turn an OS/HDF5 write error into one OutputWriteError naming the file (temporary
+        file closed and removed first)."""
+        try:
+            yield
+        except (OSError, RuntimeError) as e:
+            self._discard()
+            raise write_failed(self.path, e, "samples") from None
+
+    def _discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.f.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+    def _create(self, n_snap, ensemble, c, hi_shape, lo_shape, with_keys, attrs) -> None:  # type: ignore[no-untyped-def]
         f = self.f
         f.create_dataset(
             "samples", (n_snap, ensemble, c, *hi_shape), dtype="f4", chunks=(1, 1, c, *hi_shape)
@@ -112,9 +148,6 @@ class SimWriter:
         for k, v in attrs.items():
             f.attrs[k] = v
         f.attrs["complete"] = False
-        self.committed = False
-        self.channels = list(channels)
-        self.snapshots: dict[int, int] = {}
 
     def __enter__(self) -> SimWriter:
         return self
@@ -124,12 +157,13 @@ class SimWriter:
     ) -> None:
         """Store snapshot ``t``'s lo field ``(C, h, w)`` and its coordinates."""
         self.snapshots[t] = int(snapshot)
-        self.f["input"][t] = lo
-        self.f["time"][t] = time
-        self.f["snapshot"][t] = snapshot
-        self.f["cycle"][t] = cycle
-        if key is not None and "key" in self.f:
-            self.f["key"][t] = key
+        with self._failing():
+            self.f["input"][t] = lo
+            self.f["time"][t] = time
+            self.f["snapshot"][t] = snapshot
+            self.f["cycle"][t] = cycle
+            if key is not None and "key" in self.f:
+                self.f["key"][t] = key
 
     def write_samples(self, t: int, m0: int, x: np.ndarray) -> None:
         """Store members ``m0 .. m0 + len(x) - 1`` of snapshot ``t``; ``x`` ``(k, C, H, W)``.
@@ -149,19 +183,22 @@ class SimWriter:
                 f"{self.snapshots.get(t, t)} (index {t}), member(s) {members} ({where} values); "
                 "the file is not written"
             )
-        self.f["samples"][t, m0 : m0 + len(x)] = x
+        with self._failing():
+            self.f["samples"][t, m0 : m0 + len(x)] = x
 
     def commit(self) -> None:
-        """Mark complete, flush, close and rename to the final name."""
-        self.f.attrs["complete"] = True
-        self.f.flush()
-        self.f.close()
-        os.replace(self.tmp, self.path)
+        """Mark complete, flush, close and rename to the final name.
+
+        Raises:
+            OutputWriteError: the file could not be written (names it; nothing is kept).
+        """
+        with self._failing():
+            self.f.attrs["complete"] = True
+            self.f.flush()
+            self.f.close()
+            os.replace(self.tmp, self.path)
         self.committed = True
 
     def __exit__(self, *exc: object) -> None:
         if not self.committed:
-            with contextlib.suppress(Exception):
-                self.f.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.tmp.unlink()
+            self._discard()

@@ -258,7 +258,11 @@ def index_shards(cfg: SampleConfig) -> list[SimInput]:
         for meta, p, r in recs:
             if ext not in r:
                 raise ShardError(f"{p}: sample {r['key']} has no {ext} member")
-            n = int(meta["snapshot"])
+            n = meta["snapshot"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ShardError(
+                    f"{p}: sample {r['key']}: json key 'snapshot' is {n!r}, expected an integer >= 0"
+                )
             if n in seen:
                 raise ShardError(f"{root}: sim {name} snapshot {n} appears twice in split {split}")
             seen.add(n)
@@ -272,7 +276,11 @@ def index_shards(cfg: SampleConfig) -> list[SimInput]:
                     (p, off, size),
                 )
             )
-        seeds = {int(m["seed"]) for m, _, _ in recs if "seed" in m}
+        seeds = {m["seed"] for m, _, _ in recs if "seed" in m}
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in seeds):
+            raise ShardError(
+                f"{root}: sim {name}: json key 'seed' is {sorted(seeds, key=repr)}, expected one integer >= 0"
+            )
         if len(seeds) != 1:
             raise ShardError(f"{root}: sim {name} has seed(s) {sorted(seeds)}, expected one")
         lo_shape = (shape[1], shape[2]) if native else (shape[1] // 2, shape[2] // 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +60,27 @@ def build(cfg: object, args: argparse.Namespace) -> int:
         raise
     counts = ", ".join(f"{k} {n}" for k, n in res["samples"].items())
     print(f"{res['manifest']}: samples {counts}")
+    _print_skipped(res["manifest"])
     return 0
+
+
+def _print_skipped(manifest: str) -> None:
+    """One stderr line per input that on_bad=skip left out (from the manifest's ``skipped``
+    list), then the total: a skip is never silent."""
+    try:
+        skipped = json.loads(Path(manifest).read_text()).get("skipped") or []
+    except (OSError, ValueError, AttributeError):
+        return
+    for s in skipped:
+        snap = s.get("snapshot")
+        where = f"{s.get('sim')}" + (f" snapshot {snap}" if snap is not None else "")
+        print(f"skipped {where}: {s.get('reason')}", file=sys.stderr)
+    if skipped:
+        print(
+            f"skipped {len(skipped)} input(s) in total (on_bad=skip; listed under 'skipped' in "
+            f"{manifest})",
+            file=sys.stderr,
+        )
 
 
 def _interrupted(out: str, how: str) -> str:

@@ -264,7 +264,7 @@ def verify(shard_dir: str | Path) -> dict[str, Any]:
         total = sum(sh["samples"] for sh in s["shards"])
         if total != s["samples"]:
             probs.append(
-                f"split {split}: shards hold {total} samples, manifest says {s['samples']}"
+                f"split {split}: the manifest's split total says {s['samples']} samples, but its shard records add up to {total}"
             )
     for p in sorted(root.glob("*.tar")):
         if p.name not in listed:
