@@ -185,8 +185,8 @@ def flow_matching_loss(
         u: ``(B, C, H, W)`` upsampled conditioning field.
         eps: ``(B, C, H, W)`` standard normal noise.
         t: ``(B,)`` times in ``[0, 1]`` (see :func:`sample_time`).
-        sigma: noise level of the source, ``x0 = base + sigma eps`` (default 0.1).
-        loss_scale: multiplier (default 100; the targets are small).
+        sigma: noise level of the source, ``x0 = base + sigma eps``.
+        loss_scale: multiplier of the mean squared error (``method.loss_scale``).
         base: ``(B, C, H, W)`` source mean (default ``u``; zeros for the residual formulation).
 
     Returns:
