@@ -62,6 +62,7 @@ from torch import Tensor
 from mhdsr.errors import ConfigError
 from mhdsr.method.config import MethodConfig, TimeDist
 from mhdsr.method.grid import avgpool2, curl_z, project_block_means, upsample
+from mhdsr.method.noise import NoiseSource
 from mhdsr.method.pairs import make_pair
 
 #: A velocity model: ``model(x_t, t, u) -> v`` with ``x_t, u, v`` of shape ``(B, C, H, W)`` and
@@ -477,7 +478,7 @@ class Formulation:
         sampler: str,
         net: VelocityModel,
         lo_n: Tensor,
-        noise: Any,
+        noise: NoiseSource,
         *,
         n_steps: int,
         grid: str = "linear",
