@@ -16,7 +16,7 @@ Both figures run the loader's own code on full 256^2 ``hi`` samples of the bundl
 * ``loader_in_process``: the same stream without a worker (``workers=0``), for reference.
 
 Augmentation, crops, ``lo = avgpool2(hi)``, ``u = Up(lo)`` and the noise are not loader work:
-they run on the training device (:func:`mhdsr.method.loss.training_loss`).
+they run on the training device (:meth:`mhdsr.method.flow.Formulation.loss`).
 
 The two are measured in alternating blocks (median of block rates; load on a shared machine hits
 both alike). Goal: loader_1_worker >= 0.8 x in_memory. ``workers_per_gpu_for_160`` = workers

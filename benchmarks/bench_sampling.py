@@ -42,13 +42,13 @@ from common import REPO
 from mhdsr.analysis.spectra import band_errors, radial_spectrum
 from mhdsr.channels import CHANNELS
 from mhdsr.config import load_config, to_dict
-from mhdsr.method.interpolant import avgpool2, upsample
+from mhdsr.method.config import original_recipe
+from mhdsr.method.grid import avgpool2, upsample
 from mhdsr.method.noise import PerSampleNoise
 from mhdsr.method.samplers import expected_nfe, sample
 from mhdsr.model import UNet, cpu_small
 from mhdsr.model.inference import load_model
 from mhdsr.sample.config import SampleConfig
-from mhdsr.train.config import MethodConfig
 
 TABLE = [
     ("euler", 10),
@@ -127,7 +127,7 @@ def _random_cpu_small_export(path: Path, shards: Path) -> Path:
     payload = {
         "format": "mhdsr-export-v1", "step": 0, "raw": sd, "ema": sd, "model": to_dict(cpu_small()),
         "channels": list(CHANNELS), "normalization": {"mean": mean.tolist(), "std": std.tolist()},
-        "method": to_dict(MethodConfig()), "config": {"shards": str(shards)},
+        "method": to_dict(original_recipe()), "config": {"shards": str(shards)},
     }  # fmt: skip
     torch.save(payload, path)
     return path

@@ -2,7 +2,7 @@
 
 * engine overhead: step time of the DeepSpeed engine (ZeRO-0, 1 and 2, fp32, one rank, gloo)
   divided by a plain PyTorch AdamW loop on the same model (cpu-small), same batch (cpu-small's
-  micro batch of normalized 256^2 fields), same loss (cpu-small's recipe: training_loss with its
+  micro batch of normalized 256^2 fields), same loss (cpu-small's recipe: Formulation.loss with its
   formulation, crop, roll and augmentation); measured in alternating blocks in one process, the
   ratio is the median over adjacent block pairs, so load drifts on a shared machine cancel
   (goal <= 1.1; the headline is the shipped stage of configs/train/cpu-small.yaml);
@@ -37,11 +37,10 @@ def _hi(cfg: TrainConfig, g: torch.Generator) -> torch.Tensor:
 
 def engine_overhead(quick: bool) -> dict:
     """DeepSpeed step / plain AdamW step at ZeRO-0, 1 and 2 (fp32, one rank), cpu-small's
-    recipe (its loss: :func:`mhdsr.method.loss.training_loss` with the config's formulation,
+    recipe (its loss: :meth:`mhdsr.method.flow.Formulation.loss` with the config's formulation,
     crop, roll and augmentation), alternating blocks."""
     from mhdsr.channels import CHANNELS
-    from mhdsr.method.formulation import Formulation
-    from mhdsr.method.loss import training_loss
+    from mhdsr.method.flow import Formulation
     from mhdsr.runtime.distributed import setup
     from mhdsr.runtime.engine import build_engine
 
@@ -67,7 +66,7 @@ def engine_overhead(quick: bool) -> dict:
 
     def loss_of(model):
         gen = torch.Generator().manual_seed(1)
-        return training_loss(model, hi, form, gen, crop=d.crop, roll=d.roll, augment=augment)[0]
+        return form.loss(model, hi, gen, crop=d.crop, roll=d.roll, augment=augment)[0]
 
     def plain_step():
         loss_of(plain).backward()

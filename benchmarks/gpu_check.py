@@ -9,7 +9,7 @@ renamed when complete). On a machine with CUDA (about 8 minutes on one H100/H200
   FlopCounterMode: forward + backward, :mod:`mhdsr.runtime.flops`; peak from its table) and
   peak memory, at micro-batch 8/16/32 with ``engine.compile`` off/on and
   ``engine.channels_last`` off/on. The loss is the one training runs
-  (:func:`mhdsr.method.loss.training_loss`: pairs, augmentation, noise on the device) on
+  (:meth:`mhdsr.method.flow.Formulation.loss`: pairs, augmentation, noise on the device) on
   random normalized fields already on the device: the network and the engine alone;
 * ``data_wait``: a real ``mhdsr train`` run (the same config, its loader settings) on the
   bundled shards replicated to >= 64 train samples: data-wait fraction, samples/s and MFU from
@@ -107,7 +107,7 @@ def _cfg(p: dict[str, Any], *extra: str):
 
 
 def _formulation(cfg):
-    from mhdsr.method.formulation import Formulation
+    from mhdsr.method.flow import Formulation
 
     r = torch.ones(cfg.model.channels) if cfg.method.formulation == "residual" else None
     return Formulation(cfg.method, r)
@@ -140,13 +140,11 @@ class _Steps:
         self.i = 0
 
     def step(self) -> float:
-        from mhdsr.method.loss import training_loss
-
         gen = torch.Generator().manual_seed(1000 + self.i)
         self.i += 1
         d = self.cfg.data
-        loss, _, _ = training_loss(
-            self.engine, self.hi, self.form, gen, crop=d.crop, roll=d.roll, augment=self.augment
+        loss, _, _ = self.form.loss(
+            self.engine, self.hi, gen, crop=d.crop, roll=d.roll, augment=self.augment
         )
         self.engine.backward(loss)
         self.engine.step()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mhdsr.channels import CHANNELS
-from mhdsr.method.interpolant import avgpool2, upsample
+from mhdsr.method.grid import avgpool2, upsample
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The periodic cubic B-spline interpolation (``mhdsr.method.interpolant.upsample(mode="spline")``):
+"""The periodic cubic B-spline interpolation (``mhdsr.method.grid.upsample(mode="spline")``):
 the ``spline`` baseline and a choice of ``u = Up(lo)`` (docs/design.md, "Baselines").
 
 Exactness on band-limited trigonometric fields (with its 4th-order convergence), the
@@ -14,7 +14,7 @@ import torch
 
 from conftest import HI
 from mhdsr.channels import CHANNELS
-from mhdsr.method.interpolant import avgpool2, upsample
+from mhdsr.method.grid import avgpool2, upsample
 
 
 def spline_upsample(lo: np.ndarray, factor: int) -> np.ndarray:

@@ -118,7 +118,7 @@ def test_no_forbidden_import() -> None:
         ("eval/bad.py", "import mhdsr.forecast.rollout", "eval imports forecast"),
         ("method/bad.py", "from mhdsr.runtime.loop import fit", "method imports runtime"),
         ("analysis/bad.py", "from mhdsr.eval import run", "analysis imports a stage"),
-        ("config.py", "from mhdsr.method import interpolant", "foundation imports shared"),
+        ("config.py", "from mhdsr.method import grid", "foundation imports shared"),
     ],
 )
 def test_a_forbidden_import_is_caught(tmp_path: Path, src_file: str, line: str, why: str) -> None:
@@ -128,3 +128,33 @@ def test_a_forbidden_import_is_caught(tmp_path: Path, src_file: str, line: str, 
     (fake / src_file).write_text(f"def f():\n    {line}\n")  # an import inside a function counts
     found = violations(fake)
     assert len(found) == 1 and src_file in found[0], (why, found)
+
+
+# --- method rules ---
+
+#: method fields a shipped train config may size for its own budget (the default is the value
+#: the CPU configs use; the MethodConfig docstring says so)
+PER_CONFIG_METHOD_FIELDS = {"residual_samples"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "train").glob("*.yaml")), ids=str)
+def test_method_defaults_are_the_shipped_method(path: Path) -> None:
+    """``MethodConfig()`` is the method section of every shipped train config: merged onto the
+    defaults, the section changes no field but the per-config ones."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from mhdsr.config import from_dict
+    from mhdsr.method.config import MethodConfig
+
+    section = OmegaConf.to_container(OmegaConf.load(path)).get("method")  # type: ignore[union-attr]
+    assert isinstance(section, dict) and section, f"{path.name} has no method section"
+    shipped = from_dict(MethodConfig, section)
+    default = MethodConfig()
+    diff = {
+        f.name: (getattr(shipped, f.name), getattr(default, f.name))
+        for f in dataclasses.fields(MethodConfig)
+        if getattr(shipped, f.name) != getattr(default, f.name)
+    }
+    assert set(diff) <= PER_CONFIG_METHOD_FIELDS, f"{path.name}: (shipped, default) {diff}"

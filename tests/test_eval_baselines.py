@@ -23,9 +23,9 @@ from mhdsr.errors import ConfigError
 from mhdsr.eval.baselines import BASELINE_NAMES, BASELINES, BaselineInputs, make_baseline
 from mhdsr.eval.config import EvalConfig
 from mhdsr.eval.inputs import EvalInputError, ShardTruth, discover
-from mhdsr.eval.interp import avgpool2_np, upsample_np
 from mhdsr.eval.planning import check_baselines
 from mhdsr.eval.reference import train_spectra
+from mhdsr.method.grid import avgpool2_np, upsample_np
 
 
 @pytest.fixture(scope="module")

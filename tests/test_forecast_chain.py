@@ -16,8 +16,8 @@ from mhdsr.athenak import open_run
 from mhdsr.cli import main
 from mhdsr.dataset.cadence import lo_of_hi
 from mhdsr.errors import CheckpointError
-from mhdsr.eval.interp import upsample_np
 from mhdsr.forecast.rollout import load_forecast_model
+from mhdsr.method.grid import upsample_np
 from mhdsr.model.inference import load_model
 from shard_helpers import HI, LO
 from train_helpers import REPO, run_train

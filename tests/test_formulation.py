@@ -1,4 +1,4 @@
-"""The super-resolution formulations (mhdsr.method.formulation), the hard consistency projection
+"""The super-resolution formulations (mhdsr.method.flow.Formulation), the hard consistency projection
 and the periodic cubic-spline interpolation (docs/design.md, "The method")."""
 
 from __future__ import annotations
@@ -8,15 +8,9 @@ import pytest
 import torch
 
 from mhdsr.errors import ConfigError
-from mhdsr.method.config import MethodConfig
-from mhdsr.method.formulation import Formulation, residual_std, super_resolve
-from mhdsr.method.interpolant import (
-    avgpool2,
-    gaussian_velocity,
-    project_block_means,
-    spline_upsample,
-    upsample,
-)
+from mhdsr.method.config import MethodConfig, original_recipe
+from mhdsr.method.flow import Formulation, gaussian_velocity, residual_std
+from mhdsr.method.grid import avgpool2, project_block_means, spline_upsample, upsample
 from mhdsr.method.noise import PerSampleNoise
 
 
@@ -82,14 +76,14 @@ def test_spline_beats_bicubic_on_a_smooth_periodic_field() -> None:
 @pytest.mark.parametrize("scale", ["global", "instance"])
 def test_target_decode_roundtrip_and_source_mean(scale: str) -> None:
     r = torch.tensor([0.05, 0.3])
-    form = Formulation(MethodConfig(formulation="residual", upsample="spline", scale=scale), r)
+    form = Formulation(original_recipe(formulation="residual", upsample="spline", scale=scale), r)
     hi = torch.randn(2, 2, 8, 8) * torch.tensor([0.1, 5.0])[:, None, None]
     lo = avgpool2(hi)
     u, st = form.up(lo), form.lo_stats(lo)
     x1 = form.target(hi, u, st)
     torch.testing.assert_close(form.decode(x1, u, st), hi, rtol=1e-5, atol=1e-6)
     assert torch.equal(form.source_mean(u, st), torch.zeros_like(u))
-    plain = Formulation(MethodConfig(scale=scale))
+    plain = Formulation(original_recipe(scale=scale))
     torch.testing.assert_close(
         plain.decode(plain.target(hi, u, st), u, st), hi, rtol=1e-5, atol=1e-7
     )
@@ -128,7 +122,7 @@ def test_exact_gaussian_case_through_super_resolve(kind: str, sampler: str, scal
     the formulation's space must give decoded samples with (hi - u) / a of mean 0.3 and std s."""
     sigma, s, n = 0.5, 0.2, 3000
     r = torch.tensor([0.5])
-    method = MethodConfig(sigma=sigma, formulation=kind, upsample="spline", scale=scale)
+    method = original_recipe(sigma=sigma, formulation=kind, upsample="spline", scale=scale)
     form = Formulation(method, r if kind == "residual" else None)
     g = torch.Generator().manual_seed(4)
     lo = torch.randn(n, 1, 2, 2, generator=g) * torch.rand(n, 1, 1, 1, generator=g) * 3
@@ -145,7 +139,7 @@ def test_exact_gaussian_case_through_super_resolve(kind: str, sampler: str, scal
         return gaussian_velocity(x, t, base, mean_x1, std_x1, sigma)
 
     noise = PerSampleNoise.from_keys(0, [(i,) for i in range(n)])
-    hi = super_resolve(sampler, net, lo, form, noise, n_steps=32)
+    hi = form.sample(sampler, net, lo, noise, n_steps=32)
     z = (hi - u) / a
     assert float(z.mean()) == pytest.approx(0.3, abs=0.01)
     assert float(z.std()) == pytest.approx(s, rel=0.05)
@@ -154,7 +148,7 @@ def test_exact_gaussian_case_through_super_resolve(kind: str, sampler: str, scal
 def test_derived_current_is_curl_b() -> None:
     from mhdsr.analysis.physics import curl_z
     from mhdsr.channels import CHANNELS
-    from mhdsr.method.formulation import derive_current
+    from mhdsr.method.flow import derive_current
 
     x = torch.randn(2, 8, 16, 16, dtype=torch.float64)
     y = derive_current(x, CHANNELS)
@@ -173,7 +167,7 @@ def test_band_level_of_the_instance_scale() -> None:
     rolls, and a pure large-scale mode has no level above its wavenumber (only the floor)."""
     from mhdsr.channels import CHANNELS
     from mhdsr.method import symmetry
-    from mhdsr.method.formulation import level_stats
+    from mhdsr.method.flow import level_stats
 
     x = torch.randn(2, 8, 32, 32, dtype=torch.float64)
     m1 = MethodConfig(scale="instance", scale_kmin=1)

@@ -1,4 +1,4 @@
-"""Tests of mhdsr.method.interpolant: grids, the interpolant, the loss, the score identity and the
+"""Tests of mhdsr.method.grid and the interpolant of mhdsr.method.flow: grids, the interpolant, the loss, the score identity and the
 exact Gaussian velocity (docs/design.md, "The method")."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mhdsr.errors import ConfigError
-from mhdsr.method.interpolant import (
-    avgpool2,
+from mhdsr.method.flow import (
+    flow_matching_loss,
     gaussian_flow_map,
     gaussian_velocity,
     interpolate,
@@ -19,9 +19,8 @@ from mhdsr.method.interpolant import (
     sample_time,
     score_from_velocity,
     target_velocity,
-    upsample,
 )
-from mhdsr.method.loss import flow_matching_loss
+from mhdsr.method.grid import avgpool2, upsample
 
 
 @pytest.fixture(autouse=True)

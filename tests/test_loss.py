@@ -1,15 +1,15 @@
-"""The one training loss (mhdsr.method.loss.training_loss): golden values, draw order, and that
-validation draws t from the configured law (docs/design.md, "The method")."""
+"""The one training loss (mhdsr.method.flow.Formulation.loss): golden values, draw order, and that
+validation draws t from the configured law (docs/design.md, "The method"). The golden values are
+those of the original recipe (mhdsr.method.config.ORIGINAL_RECIPE), set explicitly."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mhdsr.method.config import MethodConfig
-from mhdsr.method.formulation import Formulation
-from mhdsr.method.interpolant import avgpool2, sample_time, upsample
-from mhdsr.method.loss import flow_matching_loss, training_loss
+from mhdsr.method.config import original_recipe
+from mhdsr.method.flow import Formulation, flow_matching_loss, sample_time
+from mhdsr.method.grid import avgpool2, upsample
 from mhdsr.model import ModelConfig, UNet
 
 
@@ -45,10 +45,9 @@ def test_golden_loss(crop: int, roll: bool, golden_loss: float, golden_t: list[f
     """Stored values of a fixed tiny net, batch and generator (torchtitan-style golden test):
     a change of the recipe or of the order of the random draws shows up here."""
     with torch.no_grad():
-        loss, per, t = training_loss(
+        loss, per, t = Formulation(original_recipe()).loss(
             tiny_net(),
             HI,
-            Formulation(MethodConfig()),
             torch.Generator().manual_seed(2),
             crop=crop,
             roll=roll,
@@ -60,10 +59,10 @@ def test_golden_loss(crop: int, roll: bool, golden_loss: float, golden_t: list[f
 
 def test_draw_order_is_offsets_then_eps_then_t() -> None:
     """Full fields without roll draw nothing for the window: eps first, then t."""
-    m = MethodConfig(t_dist="logit_normal", logit_mean=0.7, logit_std=0.5)
+    m = original_recipe(t_dist="logit_normal", logit_mean=0.7, logit_std=0.5)
     net = tiny_net()
     with torch.no_grad():
-        loss, _, t = training_loss(net, HI, Formulation(m), torch.Generator().manual_seed(5))
+        loss, _, t = Formulation(m).loss(net, HI, torch.Generator().manual_seed(5))
         g = torch.Generator().manual_seed(5)
         eps = torch.randn(HI.shape, generator=g)
         t_ref = sample_time(
@@ -83,13 +82,11 @@ def test_draw_order_is_offsets_then_eps_then_t() -> None:
 
 def test_validation_uses_the_configured_time_law() -> None:
     """The old validation ignored logit_mean/logit_std; the one loss honours them."""
-    m = MethodConfig(t_dist="logit_normal", logit_mean=3.0, logit_std=0.3)
+    m = original_recipe(t_dist="logit_normal", logit_mean=3.0, logit_std=0.3)
     net = tiny_net()
     ts = []
     with torch.no_grad():
         for i in range(64):
-            ts.append(
-                training_loss(net, HI[:1], Formulation(m), torch.Generator().manual_seed(i))[2]
-            )
+            ts.append(Formulation(m).loss(net, HI[:1], torch.Generator().manual_seed(i))[2])
     mean_t = float(torch.cat(ts).mean())
     assert 0.93 < mean_t < 0.97  # sigmoid(3) = 0.953; uniform would give 0.5

@@ -382,7 +382,7 @@ def test_a_sample_file_with_nonfinite_values_is_not_written(tmp_path, capsys) ->
     Before: the file was written and marked complete."""
     from athenak_writer import smooth_fields, write_run
     from mhdsr.config import to_dict
-    from mhdsr.method.config import MethodConfig
+    from mhdsr.method.config import original_recipe
     from mhdsr.model import ModelConfig, UNet
 
     nx = (16, 16, 1)
@@ -400,7 +400,7 @@ def test_a_sample_file_with_nonfinite_values_is_not_written(tmp_path, capsys) ->
                 "ema_updates": 0, "model": to_dict(mcfg), "channels": [
                     "density", "velx", "vely", "velz", "Bx", "By", "Bz", "jz"],
                 "normalization": {"mean": [10.0 * c for c in range(8)], "std": [1.0] * 8},
-                "method": to_dict(MethodConfig()), "config": {}}, exp)  # fmt: skip
+                "method": to_dict(original_recipe()), "config": {}}, exp)  # fmt: skip
     cfg = tmp_path / "s.yaml"
     out = tmp_path / "out"
     cfg.write_text(

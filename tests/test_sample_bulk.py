@@ -24,14 +24,14 @@ from athenak_writer import make_deck, smooth_fields, write_run
 from mhdsr.channels import CHANNELS
 from mhdsr.config import load_config, to_dict
 from mhdsr.errors import CheckpointError, ConfigError
-from mhdsr.method.interpolant import avgpool2, upsample
+from mhdsr.method.config import original_recipe
+from mhdsr.method.grid import avgpool2, upsample
 from mhdsr.method.noise import PerSampleNoise, name_word
 from mhdsr.model import ModelConfig, UNet
 from mhdsr.model.inference import batch_invariant_linears, load_model
 from mhdsr.sample.bulk import check_resolution, list_work, run_sample, status
 from mhdsr.sample.config import SampleConfig
 from mhdsr.sample.h5out import output_path
-from mhdsr.train.config import MethodConfig
 
 REPO = Path(__file__).resolve().parents[1]
 LO128 = REPO / "data" / "athenak" / "mri128_nu3e-5"
@@ -78,7 +78,7 @@ def write_export(
             "model": to_dict(cfg),
             "channels": list(channels),
             "normalization": {"mean": list(mean), "std": list(std)},
-            "method": to_dict(MethodConfig()),
+            "method": to_dict(original_recipe()),
             "config": {"shards": shards},
         },
         path,

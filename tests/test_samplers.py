@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mhdsr.errors import ConfigError
-from mhdsr.method.interpolant import gaussian_flow_map, gaussian_velocity
+from mhdsr.method.flow import gaussian_flow_map, gaussian_velocity
 from mhdsr.method.noise import PerSampleNoise, generator_for, seed_for
 from mhdsr.method.samplers import (
     SAMPLERS,

@@ -10,9 +10,8 @@ import copy
 import pytest
 import torch
 
-from mhdsr.method.config import MethodConfig
-from mhdsr.method.formulation import Formulation
-from mhdsr.method.loss import training_loss
+from mhdsr.method.config import original_recipe
+from mhdsr.method.flow import Formulation
 from mhdsr.model import UNet
 from mhdsr.runtime.engine import GuardedAdamW, set_tf32, to_channels_last, use_fused_adamw
 from test_model import perturbed, tiny_cfg
@@ -56,12 +55,12 @@ def test_channels_last_forward_equals_contiguous() -> None:
 def test_channels_last_training_loss_and_gradients_equal_contiguous() -> None:
     plain, nhwc = _pair()
     form = Formulation(
-        MethodConfig(formulation="residual", upsample="spline", scale="instance"),
+        original_recipe(formulation="residual", upsample="spline", scale="instance"),
         torch.full((3,), 0.5),
     )
     hi = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    la, _, ta = training_loss(plain, hi, form, torch.Generator().manual_seed(3), crop=16)
-    lb, _, tb = training_loss(nhwc, hi, form, torch.Generator().manual_seed(3), crop=16)
+    la, _, ta = form.loss(plain, hi, torch.Generator().manual_seed(3), crop=16)
+    lb, _, tb = form.loss(nhwc, hi, torch.Generator().manual_seed(3), crop=16)
     torch.testing.assert_close(tb, ta)
     torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-6)
     la.backward()

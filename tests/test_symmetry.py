@@ -12,7 +12,7 @@ from mhdsr.analysis.physics import curl_z, rms
 from mhdsr.athenak import open_run
 from mhdsr.channels import CHANNELS
 from mhdsr.method import symmetry as S
-from mhdsr.method.interpolant import avgpool2, upsample
+from mhdsr.method.grid import avgpool2, upsample
 from mhdsr.method.pairs import make_pair
 
 R, M, P = 4, 2, 1  # the generators as element indices (bits r, m, p)

@@ -16,7 +16,7 @@ from mhdsr.dataset import stream as D
 from mhdsr.dataset.manifest import normalization, read_manifest
 from mhdsr.dataset.normalize import Normalizer
 from mhdsr.errors import ConfigError, ShardError
-from mhdsr.method.interpolant import avgpool2, upsample
+from mhdsr.method.grid import avgpool2, upsample
 from mhdsr.method.pairs import make_pair
 from mhdsr.runtime.ema import EMA
 from mhdsr.runtime.engine import GuardedAdamW, deepspeed_config, lr_at

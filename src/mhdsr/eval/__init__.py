@@ -12,7 +12,8 @@ built on them, one concern per module:
 - :mod:`~mhdsr.eval.registry` -- the metric registry; :mod:`~mhdsr.eval.metric_defs` -- the
   built-in metrics (one function + one registration each).
 - :mod:`~mhdsr.eval.baselines` -- the baseline registry (bilinear, bicubic, spline,
-  spectral-noise, noise); :mod:`~mhdsr.eval.interp` -- numpy wrappers of the torch grid ops.
+  spectral-noise, noise); the grid operators are
+  :mod:`mhdsr.method.grid`'s (``upsample_np``, ``avgpool2_np``).
 - :mod:`~mhdsr.eval.fields` -- one snapshot's fields with cached FFTs / PDF samples, its target.
 - :mod:`~mhdsr.eval.reference` -- whole-split statistics (held-out reference, train spectra).
 - :mod:`~mhdsr.eval.scoring` -- per-snapshot rows of one sim (every curve, every metric).

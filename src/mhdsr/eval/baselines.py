@@ -2,8 +2,8 @@
 (docs/design.md, "Baselines"). The valid names live here only (:data:`BaselineName`).
 
 - ``bilinear``, ``bicubic``: periodic upsampling of the lo input
-  (:func:`mhdsr.method.interpolant.upsample`, cell-centred).
-- ``spline``: periodic cubic B-spline interpolation, prefiltered (``mhdsr.method.interpolant.upsample(mode="spline")``):
+  (:func:`mhdsr.method.grid.upsample`, cell-centred).
+- ``spline``: periodic cubic B-spline interpolation, prefiltered (``mhdsr.method.grid.upsample(mode="spline")``):
   the strongest of the three in pixel error; no learning.
 - ``spectral-noise``: ``spline`` plus, per channel, a Gaussian random field whose isotropic
   spectrum is ``max(E_train(k) - E_spline(k), 0)``, both means over the train split (hi vs the
@@ -35,7 +35,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from mhdsr.analysis.random_fields import gaussian_random_field
-from mhdsr.eval.interp import upsample_np
+from mhdsr.method.grid import upsample_np
 
 #: The baselines ``mhdsr eval`` knows (config key ``baselines``).
 BaselineName = Literal["bilinear", "bicubic", "spline", "spectral-noise", "noise"]
@@ -58,7 +58,7 @@ class BaselineInputs:
         upsample: the sample files' ``upsample`` mode (``u`` of ``noise``).
         level: for instance-scaled models, ``(mean_c, std_c, scale_kmin, scale_floor)`` of the
             model's normalization: the noise is then multiplied per snapshot by the input's level
-            ``a`` (:func:`mhdsr.method.formulation.level_stats` of the normalized lo), so the
+            ``a`` (:func:`mhdsr.method.flow.level_stats` of the normalized lo), so the
             baseline is the model's own starting point ``x0`` decoded to physical units.
     """
 
@@ -139,7 +139,7 @@ def _input_level(
     import torch
 
     from mhdsr.method.config import MethodConfig
-    from mhdsr.method.formulation import level_stats
+    from mhdsr.method.flow import level_stats
 
     lo_n = (np.asarray(lo, np.float64) - mean[:, None, None]) / std[:, None, None]
     method = MethodConfig(scale="instance", scale_kmin=int(kmin), scale_floor=float(floor))

@@ -335,7 +335,7 @@ def score_chain(path: Path, rollouts: dict[str, RolloutScore]) -> dict[str, Any]
 
     from mhdsr.athenak import open_run
     from mhdsr.dataset.cadence import lo_of_hi
-    from mhdsr.eval.interp import upsample_np
+    from mhdsr.method.grid import upsample_np
 
     try:
         with h5py.File(path, "r") as f:

@@ -335,7 +335,7 @@ def _chain_panels(ch: dict[str, Any], figdir: Path) -> list[str]:
     from mhdsr.analysis.spectra import radial_spectrum
     from mhdsr.athenak import open_run
     from mhdsr.eval.figures import FAST_RC, save_png
-    from mhdsr.eval.interp import upsample_np
+    from mhdsr.method.grid import upsample_np
     from mhdsr.plots import comparison_panel, plt, spectra_figure
 
     written = []

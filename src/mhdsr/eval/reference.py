@@ -32,8 +32,8 @@ from mhdsr.eval.fields import (
     Target,
 )
 from mhdsr.eval.inputs import EvalInputError, ShardTruth
-from mhdsr.eval.interp import avgpool2_np, upsample_np
 from mhdsr.eval.planning import orbits
+from mhdsr.method.grid import avgpool2_np, upsample_np
 
 if TYPE_CHECKING:
     from mhdsr.eval.scoring import Curve

@@ -23,10 +23,10 @@ import numpy as np
 from mhdsr.eval.baselines import BASELINES, BaselineInputs, make_baseline
 from mhdsr.eval.fields import Fields, Target
 from mhdsr.eval.inputs import EvalInputError, ShardTruth, read_samples
-from mhdsr.eval.interp import avgpool2_np
 from mhdsr.eval.planning import HELDOUT, SimJob, orbits, panel_baselines, union_inputs
 from mhdsr.eval.reference import Reference
 from mhdsr.eval.registry import TABLES, Metric, applies, registered
+from mhdsr.method.grid import avgpool2_np
 
 #: Relative tolerance of the check ``input == avgpool2(truth)`` for derived inputs.
 INPUT_CHECK_RTOL = 1e-4

@@ -2,7 +2,9 @@
 and the fixed choices of the method's functions (torch-free, so configs load fast).
 
 It is recorded in every export, so sampling uses exactly the sigma, time range and upsampling the
-network was trained with.
+network was trained with; an export written before a field existed is read with that field's
+:data:`ORIGINAL_RECIPE` value (:func:`mhdsr.model.inference.method_of_export`), so it means what
+it meant when it was written.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Literal
 
 from mhdsr.config import require
 
-#: Interpolations of ``u = Up(lo)`` (periodic, cell-centred; mhdsr.method.interpolant.upsample).
+#: Interpolations of ``u = Up(lo)`` (periodic, cell-centred; mhdsr.method.grid.upsample).
 UpsampleMode = Literal["bilinear", "bicubic", "spline"]
-#: Laws of the training time ``t`` (mhdsr.method.interpolant.sample_time).
+#: Laws of the training time ``t`` (mhdsr.method.flow.sample_time).
 TimeDist = Literal["uniform", "logit_normal"]
 #: Sampler time grids (mhdsr.method.timegrid.time_grid).
 GridKind = Literal["linear", "quadratic", "edm"]
@@ -22,13 +24,28 @@ GridKind = Literal["linear", "quadratic", "edm"]
 
 @dataclass
 class MethodConfig:
-    """The stochastic interpolant ``x_t = (1 - t)(u + sigma eps) + t hi`` (docs/design.md,
-    "The method") and how its training times are drawn."""
+    """The method that ships (docs/design.md, "The method"; :mod:`mhdsr.method.flow`): the
+    **residual** formulation, a flow from unit noise ``x0 = sigma eps`` (``sigma = 1``) to the
+    interpolation residual ``x1 = (hi - u) / (a s_r)`` of a periodic cubic **spline**
+    ``u = Up(lo)``, in units of each input's own level ``a = std(lo)`` (**instance** scale,
+    ``scale_kmin = 0``) and of its train-split std ``s_r`` (estimated on the first
+    ``residual_samples`` = 64 train samples), loss ``loss_scale = 1`` times the mean squared
+    velocity error, training times uniform on ``[1e-4, 1 - 1e-4]``; every sample is **projected**
+    onto the input's 2x2 block means and its ``jz`` is **derived** as the curl of the generated
+    ``(Bx, By)``.
 
-    #: std of the noise added to u at t = 0 (normalized units)
-    sigma: float = 0.1
+    These defaults are the ``method`` section of every shipped train config
+    (configs/train/*.yaml, checked by tests/test_architecture.py). The configs share every field
+    but ``residual_samples``, a cost choice of each config's budget (gpu-40m: 256); the default
+    is the one cpu-base and cpu-small use, 64. The measurements that chose this recipe are in
+    benchmarks/science.md. The original recipe (interpolant from bilinear ``u``, global scale,
+    ``sigma = 0.1``, ``loss_scale = 100``) is :data:`ORIGINAL_RECIPE`.
+    """
+
+    #: std of the source noise at t = 0 (normalized units; residual: in units of the target)
+    sigma: float = 1.0
     #: loss = loss_scale * mean((v - v*)^2)
-    loss_scale: float = 100.0
+    loss_scale: float = 1.0
     #: law of the training time t: uniform on [t_min, t_max] or logit-normal mapped into it
     t_dist: TimeDist = "uniform"
     #: training/sampling time range [t_min, t_max]
@@ -39,26 +56,26 @@ class MethodConfig:
     #: logit-normal scale (t_dist = logit_normal)
     logit_std: float = 1.0
     #: u = Up(lo): periodic bilinear, bicubic or cubic-B-spline interpolation on cell centres
-    upsample: UpsampleMode = "bilinear"
-    #: interpolant: x1 = hi, source mean u; residual: x1 = (hi - u) / s_r, source mean 0
-    #: (s_r = per-channel std of hi - u over the train split; mhdsr.method.formulation)
-    formulation: Literal["interpolant", "residual"] = "interpolant"
+    upsample: UpsampleMode = "spline"
+    #: residual: x1 = (hi - u) / s_r, source mean 0; interpolant: x1 = hi, source mean u
+    #: (s_r = per-channel std of hi - u over the train split; mhdsr.method.flow)
+    formulation: Literal["interpolant", "residual"] = "residual"
     #: train samples (first N of the train split, deterministic) that estimate s_r
     residual_samples: int = 64
-    #: global: the train-split channel units; instance: also divide by each input's own level
-    #: a = std(lo) over the field (floored at scale_floor, normalized units), so quiet and
-    #: turbulent snapshots look alike to the network (mhdsr.method.formulation)
-    scale: Literal["global", "instance"] = "global"
+    #: instance: also divide by each input's own level a = std(lo) over the field (floored at
+    #: scale_floor, normalized units), so quiet and turbulent snapshots look alike to the
+    #: network; global: the train-split channel units only (mhdsr.method.flow)
+    scale: Literal["global", "instance"] = "instance"
     #: smallest level a (normalized units) for scale = instance (a uniform field at t = 0)
     scale_floor: float = 1e-4
     #: scale = instance: a is the rms of the lo field in the shells |k| >= scale_kmin of the lo
     #: grid (0 = its whole std); the small-scale activity sets the size of the residual
     scale_kmin: int = 0
     #: project every sample onto {x : avgpool2(x) = lo} (hard consistency with the input)
-    project: bool = False
+    project: bool = True
     #: replace the generated jz by the periodic centred-difference curl of the generated Bx, By
     #: (AthenaK's own definition), so jz - curl B vanishes by construction
-    derive_jz: bool = False
+    derive_jz: bool = True
 
     def validate(self) -> None:
         """Raises ConfigError naming ``method.<key>``."""
@@ -76,3 +93,32 @@ class MethodConfig:
         )
         require(self.scale_floor > 0, "method.scale_floor", "> 0", self.scale_floor)
         require(self.scale_kmin >= 0, "method.scale_kmin", ">= 0", self.scale_kmin)
+
+
+#: The original recipe, which the defaults were before issue 18: the interpolant from a
+#: periodic bilinear ``u`` in global units, ``sigma = 0.1``, ``loss_scale = 100``, samples neither
+#: projected nor given a derived ``jz``. An export lacking one of these fields was written
+#: before the field existed, when this was its meaning; loading fills it from here
+#: (:func:`mhdsr.model.inference.method_of_export`).
+ORIGINAL_RECIPE: dict[str, object] = {
+    "sigma": 0.1,
+    "loss_scale": 100.0,
+    "t_dist": "uniform",
+    "t_min": 1e-4,
+    "t_max": 1.0 - 1e-4,
+    "logit_mean": 0.0,
+    "logit_std": 1.0,
+    "upsample": "bilinear",
+    "formulation": "interpolant",
+    "residual_samples": 64,
+    "scale": "global",
+    "scale_floor": 1e-4,
+    "scale_kmin": 0,
+    "project": False,
+    "derive_jz": False,
+}
+
+
+def original_recipe(**changes: object) -> MethodConfig:
+    """A :class:`MethodConfig` of :data:`ORIGINAL_RECIPE` with ``changes`` applied."""
+    return MethodConfig(**{**ORIGINAL_RECIPE, **changes})  # type: ignore[arg-type]

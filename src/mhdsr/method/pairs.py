@@ -15,7 +15,7 @@ from torch import Tensor
 
 from mhdsr.errors import ShardError
 from mhdsr.method import symmetry
-from mhdsr.method.interpolant import avgpool2, upsample
+from mhdsr.method.grid import avgpool2, upsample
 
 
 def make_pair(

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from mhdsr.errors import ConfigError
-from mhdsr.method.interpolant import score_from_velocity
+from mhdsr.method.flow import score_from_velocity
 from mhdsr.method.noise import NoiseSource
 from mhdsr.method.timegrid import time_grid
 

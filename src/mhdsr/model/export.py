@@ -134,8 +134,8 @@ def load_export(path: str | Path, map_location: str | torch.device = "cpu") -> d
 
     Returns:
         The payload dict with ``raw`` and ``ema`` state dicts (fp32), ``model`` (ModelConfig
-        dict), ``channels``, ``normalization`` {mean, std}, ``method`` (sigma, t range,
-        upsample), ``config`` (the full train config), ``step``, and ``sha256`` of the file.
+        dict), ``channels``, ``normalization`` {mean, std}, ``method`` (the MethodConfig dict
+        as stored; :func:`mhdsr.model.inference.method_of_export` reads it), ``config`` (the full train config), ``step``, and ``sha256`` of the file.
 
     Raises:
         CheckpointError: unreadable or not an mhdsr export.

@@ -3,7 +3,8 @@
 An export (:func:`mhdsr.model.export.load_export`, ``torch.load(weights_only=True)``)
 carries everything sampling needs: raw and EMA weights, the :class:`ModelConfig`, the trained
 channel names, the per-channel normalization (physical units, training-split ``hi``
-statistics, std floored) and the method (sigma, t range, upsampling mode). The model works in
+statistics, std floored) and the method (its whole ``MethodConfig``; fields an earlier version did
+not store are read as they were meant then, :func:`method_of_export`). The model works in
 ONE normalized space: ``lo`` and ``hi`` are normalized with the same ``(mean, std)``
 (docs/design.md, "The method"; :mod:`mhdsr.dataset.stream`).
 
@@ -20,6 +21,7 @@ may pick batch-dependent kernels (float32 rounding-level differences).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,8 @@ from torch import Tensor, nn
 from mhdsr.channels import CHANNELS
 from mhdsr.dataset.normalize import Normalizer
 from mhdsr.errors import CheckpointError, ConfigError, MhdsrError
-from mhdsr.method.formulation import Formulation
+from mhdsr.method.config import MethodConfig
+from mhdsr.method.flow import Formulation
 
 
 @dataclass
@@ -42,7 +45,7 @@ class LoadedModel:
         model: the UNet in eval mode on its device (``model(x, t, u) -> v``).
         channels: trained channel names (canonical names, training order).
         norm: the per-channel normalization ``(C,)`` float32 in physical units.
-        form: the method (:class:`~mhdsr.method.formulation.Formulation`: sigma, time range,
+        form: the method (:class:`~mhdsr.method.flow.Formulation`: sigma, time range,
             upsampling, interpolant or residual target, projection), as trained.
         size_multiple: H and W of the model input must be multiples of this.
         trained_hi_shape: ``(H, W)`` of the training fields, or ``None`` if no manifest of the
@@ -159,7 +162,6 @@ def load_model(
             normalization counts, or weights that do not fit the model config.
     """
     from mhdsr.config import from_dict
-    from mhdsr.method.config import MethodConfig
     from mhdsr.model import ModelConfig, UNet
     from mhdsr.model.export import load_export
 
@@ -213,7 +215,7 @@ def load_model(
     model.requires_grad_(False)
     batch_invariant_linears(model)
     try:
-        form = Formulation(from_dict(MethodConfig, payload["method"]), norm.get("residual_std"))
+        form = Formulation(method_of_export(payload["method"]), norm.get("residual_std"))
     except ConfigError as e:
         raise CheckpointError(f"{where}: method: {e}") from None
     shape, src = _trained_hi_shape(payload, shards)
@@ -230,6 +232,23 @@ def load_model(
         step=int(payload["step"]),
         weights=weights,
     )
+
+
+def method_of_export(stored: Mapping[str, Any]) -> MethodConfig:
+    """The :class:`~mhdsr.method.config.MethodConfig` of an export's ``method`` dict, upgraded:
+    a field the export lacks was written before the field existed, when the method did what
+    :data:`~mhdsr.method.config.ORIGINAL_RECIPE` says (interpolant, bilinear, global scale,
+    sigma 0.1, ...), so it takes that value, not today's default; an old export therefore
+    samples as it did when it was written. (No field has been renamed so far; a rename would be
+    mapped here.)
+
+    Raises:
+        ConfigError: a stored value or key that the config does not accept.
+    """
+    from mhdsr.config import from_dict
+    from mhdsr.method.config import ORIGINAL_RECIPE
+
+    return from_dict(MethodConfig, {**ORIGINAL_RECIPE, **dict(stored)})
 
 
 def batch_invariant_linears(model: nn.Module) -> list[Any]:

@@ -324,7 +324,7 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
     Returns:
         The output path.
     """
-    from mhdsr.method.formulation import derive_current, super_resolve
+    from mhdsr.method.flow import derive_current
     from mhdsr.method.noise import PerSampleNoise, name_word
 
     cfg, lm, dev = plan.cfg, plan.lm, plan.device
@@ -370,8 +370,8 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
             u = torch.stack([u_cache[t][1] for t, _ in batch])
             keys = [(name_word(sim.name), sim.seed, *sim.snaps[t].noise_key, m) for t, m in batch]
             noise = PerSampleNoise.from_keys(cfg.seed, keys, device=dev, dtype=torch.float32)
-            x = super_resolve(
-                s.name, lm.model, lo_n, lm.form, noise,
+            x = lm.form.sample(
+                s.name, lm.model, lo_n, noise,
                 n_steps=s.steps, grid=s.grid, rho=s.rho, options=s.options, u=u,
             )  # fmt: skip
             phys = lm.denormalize(x)

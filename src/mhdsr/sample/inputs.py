@@ -145,7 +145,7 @@ class SimInput:
         if self.lo_kind == LO_DERIVED:
             import torch
 
-            from mhdsr.method.interpolant import avgpool2
+            from mhdsr.method.grid import avgpool2
 
             arr = avgpool2(torch.from_numpy(np.ascontiguousarray(arr))).numpy()
         return np.ascontiguousarray(arr, dtype=np.float32), s.time, s.cycle

@@ -149,7 +149,7 @@ def avgpool2_f64(x: np.ndarray) -> np.ndarray:
 
     Returns:
         (..., H/2, W/2) float64. The training code computes the same restriction in float32
-        (``mhdsr.method.interpolant.avgpool2``); the statistics use the exact float64 value.
+        (``mhdsr.method.grid.avgpool2``); the statistics use the exact float64 value.
 
     Raises:
         ValueError: H or W odd.

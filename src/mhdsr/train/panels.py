@@ -15,8 +15,8 @@ from torch import nn
 
 from mhdsr.analysis.spectra import radial_spectrum
 from mhdsr.dataset.normalize import Normalizer
-from mhdsr.method.formulation import Formulation, derive_current, super_resolve
-from mhdsr.method.interpolant import avgpool2
+from mhdsr.method.flow import Formulation, derive_current
+from mhdsr.method.grid import avgpool2
 from mhdsr.method.noise import PerSampleNoise
 from mhdsr.plots import comparison_panel, spectra_figure
 from mhdsr.runtime.monitor import Monitor
@@ -48,11 +48,10 @@ def draw_panels(
 
     def draw(model: nn.Module, sde: bool = False) -> torch.Tensor:
         noise = PerSampleNoise.from_keys(cfg.seed, [(step, 0)], device=dev, dtype=torch.float32)
-        return super_resolve(
+        return form.sample(
             "euler_maruyama" if sde else "heun",
             model,
             lo,
-            form,
             noise,
             n_steps=2 * n if sde else n,
             u=u,

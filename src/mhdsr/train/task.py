@@ -2,7 +2,7 @@
 
 A batch from the tar file to the loss: :class:`~mhdsr.dataset.stream.ShardStream` yields
 normalized ``hi`` fields ``(B, C, H, W)`` of the trained channels; :meth:`SRTask.loss` hands them
-to :func:`mhdsr.method.loss.training_loss` (periodic roll/crop, ``lo = avgpool2(hi)``,
+to :meth:`mhdsr.method.flow.Formulation.loss` (periodic roll/crop, ``lo = avgpool2(hi)``,
 ``u = Up(lo)``, keyed noise and time, flow-matching loss). Validation uses the same function on
 full fields with fixed per-sample generators; panels and spectra go to TensorBoard
 (:mod:`mhdsr.train.panels`).
@@ -23,8 +23,7 @@ from mhdsr.dataset.manifest import manifest_sha256, normalization, read_manifest
 from mhdsr.dataset.normalize import Normalizer
 from mhdsr.dataset.stream import Loader, ShardStream, make_loader, read_samples, shard_list
 from mhdsr.errors import ShardError
-from mhdsr.method.formulation import Formulation, residual_std
-from mhdsr.method.loss import training_loss
+from mhdsr.method.flow import Formulation, residual_std
 from mhdsr.method.noise import seed_for
 from mhdsr.runtime.distributed import DistEnv, all_reduce_sum
 from mhdsr.runtime.monitor import Monitor
@@ -180,11 +179,9 @@ class SRTask:
     def loss(
         self, model: Any, x: Tensor, gen: torch.Generator
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """:func:`~mhdsr.method.loss.training_loss` with the configured crop and roll."""
+        """:meth:`~mhdsr.method.flow.Formulation.loss` with the configured crop and roll."""
         d = self.cfg.data
-        return training_loss(
-            model, x, self.form, gen, crop=d.crop, roll=d.roll, augment=self.augment
-        )
+        return self.form.loss(model, x, gen, crop=d.crop, roll=d.roll, augment=self.augment)
 
     @torch.no_grad()
     def validate(self, model: nn.Module, ema_model: nn.Module) -> dict[str, float]:
@@ -200,7 +197,7 @@ class SRTask:
             losses = []
             for m in (model, ema_model):  # the same noise and t for both weights
                 gen = torch.Generator().manual_seed(seed_for(cfg.seed, VAL_KEY, i))
-                losses.append(float(training_loss(m, x1, self.form, gen)[0]))
+                losses.append(float(self.form.loss(m, x1, gen)[0]))
             sums += torch.tensor([*losses, 1.0], dtype=torch.float64)
         all_reduce_sum(sums)
         n = max(sums[2].item(), 1.0)
