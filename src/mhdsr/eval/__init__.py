@@ -3,7 +3,7 @@
 
 The maths lives in the pure numpy layer :mod:`mhdsr.analysis` (spectra and coherence, scores,
 PDFs, physics residuals, Gaussian random fields, energies); the grid operators (avgpool2, the
-periodic bilinear / bicubic / spline Up) in :mod:`mhdsr.method.interpolant`. ``mhdsr eval`` is
+periodic bilinear / bicubic / spline Up) in :mod:`mhdsr.method.grid`. ``mhdsr eval`` is
 built on them, one concern per module:
 
 - :mod:`~mhdsr.eval.config` -- the typed config; :mod:`~mhdsr.eval.cli` -- the subcommand.
