@@ -24,6 +24,7 @@ from mhdsr.channels import UNITS
 from mhdsr.config import to_dict
 from mhdsr.eval.baselines import BASELINES
 from mhdsr.eval.config import EvalConfig
+from mhdsr.eval.curve import HIST_EDGES, Curve, SimResult
 from mhdsr.eval.inputs import SampleFile
 from mhdsr.eval.planning import HELDOUT, orbits
 from mhdsr.eval.pooling import (
@@ -35,7 +36,6 @@ from mhdsr.eval.pooling import (
 )
 from mhdsr.eval.reference import Reference, TrainSpectra
 from mhdsr.eval.registry import registered
-from mhdsr.eval.scoring import HIST_EDGES, Curve, SimResult
 
 METRICS_VERSION = 1
 #: The goal checked per snapshot (docs/design.md: a model must keep the transition-band phases

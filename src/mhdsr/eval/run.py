@@ -23,6 +23,7 @@ from mhdsr.config import require_folder
 from mhdsr.eval import figures as F
 from mhdsr.eval.assemble import assemble_metrics
 from mhdsr.eval.config import EvalConfig
+from mhdsr.eval.curve import SimResult
 from mhdsr.eval.inputs import ShardTruth, discover
 from mhdsr.eval.planning import (
     HELDOUT,
@@ -41,7 +42,7 @@ from mhdsr.eval.reference import (
 )
 from mhdsr.eval.report import check_clean, clean, report_markdown, summary_table
 from mhdsr.eval.report_figures import summary_figures
-from mhdsr.eval.scoring import SimResult, evaluate_sim
+from mhdsr.eval.scoring import evaluate_sim
 from mhdsr.io_utils import make_output_dir, write_json_atomic, write_text_atomic
 from mhdsr.plots import plt
 
