@@ -19,7 +19,7 @@ on it, one concern per module:
 - :mod:`~mhdsr.eval.assemble` -- the metrics.json structure; :mod:`~mhdsr.eval.reading` -- the
   automatic reading of the numbers.
 - :mod:`~mhdsr.eval.report` -- JSON hygiene, tables, summary.md and report.md;
-  :mod:`~mhdsr.eval.figures` / :mod:`~mhdsr.eval.report_figures` -- PNGs.
+  every figure: :mod:`mhdsr.plots`.
 - :mod:`~mhdsr.eval.run` -- :func:`~mhdsr.eval.run.run_eval`, the pipeline (atomic writes).
 
 Import the submodules directly; this package module imports nothing so that it stays light.

@@ -32,17 +32,6 @@ from mhdsr.eval.forecast import (
 )
 from mhdsr.io_utils import make_output_dir, write_json_atomic, write_text_atomic
 
-STYLES = {
-    "model": {"color": "tab:blue", "ls": "-"},
-    "persistence": {"color": "tab:gray", "ls": "--"},
-    "linear": {"color": "tab:orange", "ls": ":"},
-    "chain": {"color": "tab:blue", "ls": "-"},
-    "chain member": {"color": "tab:cyan", "ls": "-."},
-    "persistence+bicubic": {"color": "tab:gray", "ls": "--"},
-    "forecast+bicubic": {"color": "tab:green", "ls": ":"},
-    "truth-lo+bicubic": {"color": "tab:brown", "ls": "-."},
-}
-
 DEFINITIONS = (
     ("lead", "k dt after the initial time t0 (k = 1 .. steps), in orbits; dt = the model's step"),
     ("model / persistence / linear", "the forecast; x(t0); x(t0) + k (x(t0) - x(t0 - dt))"),
@@ -209,61 +198,8 @@ def goals_table(g: dict[str, Any]) -> str:
 # Figures
 
 
-def _curve_figure(curves: dict[str, Any], methods: tuple[str, ...], metric: str, channels: list[str],
-                  title: str, ylabel: str, hline: float | None = None) -> Any:  # fmt: skip
-    from mhdsr.eval.figures import _grid
-
-    fig, axes = _grid(len(channels), 3.0, 2.3)
-    for ax, ch in zip(axes, channels):
-        for name in methods:
-            cur = curves.get(name)
-            if not cur or not cur["lead"]:
-                continue
-            ax.plot(cur["lead_orbits"], cur[metric][ch], marker="o", ms=2.5, lw=1.0, label=name,
-                    **STYLES.get(name, {}))  # fmt: skip
-        if hline is not None:
-            ax.axhline(hline, color="k", lw=0.6, ls=":")
-        ax.set_title(ch, fontsize=8)
-        ax.set_xlabel("lead [orbits]", fontsize=7)
-        ax.set_ylabel(ylabel, fontsize=7)
-        ax.tick_params(labelsize=6)
-    axes[0].legend(fontsize=5)
-    fig.suptitle(title, fontsize=9)
-    return fig
-
-
-def _energy_figure(curves: dict[str, Any], methods: tuple[str, ...], title: str) -> Any:
-    from mhdsr.plots import plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
-    for ax, e, lab in zip(axes, ("ke_rel", "me_rel"), ("kinetic", "magnetic")):
-        for name in methods:
-            cur = curves.get(name)
-            if cur and e in cur:
-                ax.plot(
-                    cur["lead_orbits"],
-                    cur[e],
-                    marker="o",
-                    ms=2.5,
-                    label=name,
-                    **STYLES.get(name, {}),
-                )
-        ax.axhspan(-0.1, 0.1, color="green", alpha=0.08)
-        ax.axhline(0, color="k", lw=0.6)
-        ax.set_xlabel("lead [orbits]", fontsize=7)
-        ax.set_ylabel(f"{lab} E / E_true - 1", fontsize=7)
-        ax.tick_params(labelsize=6)
-    axes[0].legend(fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def _drift_figure(score_list: list[Any], channels: list[str]) -> Any:
-    """Mean spectrum of the model at each lead (colour = lead) and of the truth, pooled."""
-    from mhdsr.eval.figures import _grid
-    from mhdsr.plots import plt
-
+def _drift_spectra(score_list: list[Any]) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """The model's mean spectrum per lead and the truth's over every scored lead, pooled."""
     model, truth = {}, {}
     for s in score_list:
         for L, e in s.stats["model"].spec.items():
@@ -273,38 +209,16 @@ def _drift_figure(score_list: list[Any], channels: list[str]) -> Any:
             truth[L] = truth.get(L, 0.0) + e
             truth[(L, "n")] = truth.get((L, "n"), 0) + s.truth.count[L]
     leads = sorted(k for k in model if not isinstance(k, tuple))
-    fig, axes = _grid(len(channels), 3.0, 2.4)
-    cmap = plt.get_cmap("viridis")
-    for i, (ax, ch) in enumerate(zip(axes, channels)):
-        for j, L in enumerate(leads):
-            e = model[L][i] / model[(L, "n")]
-            k = np.arange(1, e.size + 1)
-            ax.loglog(k, np.maximum(e, 1e-300), color=cmap(j / max(1, len(leads) - 1)), lw=0.9,
-                      label=f"model +{L}" if i == 0 else None)  # fmt: skip
-        tl = sorted(k for k in truth if not isinstance(k, tuple))
-        et = sum(truth[L] for L in tl)[i] / sum(truth[(L, "n")] for L in tl)
-        ax.loglog(
-            np.arange(1, et.size + 1),
-            np.maximum(et, 1e-300),
-            color="k",
-            lw=1.6,
-            label="truth" if i == 0 else None,
-        )
-        ax.set_title(ch, fontsize=8)
-        ax.tick_params(labelsize=6)
-    axes[0].legend(fontsize=5)
-    fig.suptitle(
-        "spectrum drift with lead (lo grid; truth: mean over all scored leads)", fontsize=9
-    )
-    return fig
+    tl = sorted(k for k in truth if not isinstance(k, tuple))
+    et = sum(truth[L] for L in tl) / sum(truth[(L, "n")] for L in tl)
+    return {L: model[L] / model[(L, "n")] for L in leads}, et
 
 
 def _field_panels(score: Any, leads: list[int], figdir: Path, prefix: str) -> list[str]:
     """Panels of the first initial state of one rollout file at the chosen leads."""
     import h5py
 
-    from mhdsr.eval.figures import FAST_RC, save_png
-    from mhdsr.plots import comparison_panel, plt
+    from mhdsr.plots import FAST_RC, comparison_panel, plt, save_png
 
     written = []
     with h5py.File(score.path, "r") as f:
@@ -334,9 +248,8 @@ def _chain_panels(ch: dict[str, Any], figdir: Path) -> list[str]:
 
     from mhdsr.analysis.spectra import radial_spectrum
     from mhdsr.athenak import open_run
-    from mhdsr.eval.figures import FAST_RC, save_png
     from mhdsr.eval.interp import upsample_np
-    from mhdsr.plots import comparison_panel, plt, spectra_figure
+    from mhdsr.plots import FAST_RC, comparison_panel, plt, save_png, spectra_figure
 
     written = []
     with h5py.File(ch["file"], "r") as f, h5py.File(ch["forecast_file"], "r") as r:
@@ -387,9 +300,15 @@ def run_forecast_eval(cfg: EvalConfig, files: dict[str, list[Path]]) -> dict[str
         ForecastEvalError: no rollout file, unreadable files, or a chain file whose rollout file
             is missing.
     """
-    from mhdsr.eval.figures import FAST_RC, save_png
     from mhdsr.eval.report import check_clean, clean
-    from mhdsr.plots import plt
+    from mhdsr.plots import (
+        FAST_RC,
+        lead_curve_figure,
+        lead_energy_figure,
+        plt,
+        save_png,
+        spectra_drift_figure,
+    )
 
     t_start = time.perf_counter()
     fcfg = cfg.forecast
@@ -425,18 +344,22 @@ def run_forecast_eval(cfg: EvalConfig, files: dict[str, list[Path]]) -> dict[str
     curves = fc["all"]["curves"]
     with plt.rc_context(FAST_RC):
         for metric, lab, hl in (("nrmse", "NRMSE", 1.0), ("corr", "correlation", CORR_THRESHOLD)):
-            fig = _curve_figure(curves, FORECAST_METHODS, metric, chans,
+            fig = lead_curve_figure(curves, FORECAST_METHODS, metric, chans,
                                 f"{lab} vs lead, held-out rollouts ({', '.join(fc['all']['sims'])})", lab, hl)  # fmt: skip
             save_png(fig, figdir / f"forecast_{metric}_vs_lead.png", dpi=80)
             written.append(f"figures/forecast_{metric}_vs_lead.png")
-        save_png(_energy_figure(curves, FORECAST_METHODS, "domain-mean energies vs lead (pooled)"),
+        save_png(lead_energy_figure(curves, FORECAST_METHODS, "domain-mean energies vs lead (pooled)"),
                  figdir / "forecast_energy_vs_lead.png", dpi=80)  # fmt: skip
         written.append("figures/forecast_energy_vs_lead.png")
-        save_png(_drift_figure(scores, chans), figdir / "forecast_spectra_drift.png", dpi=80)
+        save_png(
+            spectra_drift_figure(*_drift_spectra(scores), chans),
+            figdir / "forecast_spectra_drift.png",
+            dpi=80,
+        )
         written.append("figures/forecast_spectra_drift.png")
         for ch in chains:
             if "curves" in ch:
-                fig = _curve_figure(ch["curves"], CHAIN_METHODS, "nrmse", ch["channels"],
+                fig = lead_curve_figure(ch["curves"], CHAIN_METHODS, "nrmse", ch["channels"],
                                     f"chain {ch['sim']}: hi-grid NRMSE vs lead", "NRMSE", 1.0)  # fmt: skip
                 name = f"chain_nrmse_vs_lead_{ch['sim'].replace('/', '__')}.png"
                 save_png(fig, figdir / name, dpi=80)
