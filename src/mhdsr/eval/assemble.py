@@ -35,7 +35,7 @@ from mhdsr.eval.pooling import (
     spread_skill_points,
 )
 from mhdsr.eval.reference import Reference, TrainSpectra
-from mhdsr.eval.registry import registered
+from mhdsr.eval.registry import SR_KINDS, for_kinds
 
 METRICS_VERSION = 1
 #: The goal checked per snapshot (docs/design.md: a model must keep the transition-band phases
@@ -92,8 +92,9 @@ def _method_records(files: Sequence[SampleFile]) -> list[dict[str, Any]]:
     return [out[k] for k in sorted(out)]
 
 
-def metric_definitions() -> dict[str, dict[str, Any]]:
-    """The registry as JSON: ``name -> {label, definition, needs, ...}``."""
+def metric_definitions(kinds: frozenset[str] = SR_KINDS) -> dict[str, dict[str, Any]]:
+    """The registry as JSON: ``name -> {label, definition, needs, ...}`` of the metrics of these
+    curve kinds (super-resolution by default; ``{FORECAST}`` for forecasts)."""
     return {
         m.name: {
             "label": m.label,
@@ -112,7 +113,7 @@ def metric_definitions() -> dict[str, dict[str, Any]]:
             "summary": m.summary,
             "timeseries": m.timeseries,
         }
-        for m in registered()
+        for m in for_kinds(kinds)
     }
 
 

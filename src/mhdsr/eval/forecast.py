@@ -31,7 +31,6 @@ the hi-grid bands (resolved, transition, generated ``[64, 128]``).
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from mhdsr.analysis.energy import kinetic_energy, magnetic_energy, pearson
-from mhdsr.analysis.scores import nrmse, rmse
+from mhdsr.analysis.energy import kinetic_energy, magnetic_energy
 from mhdsr.analysis.spectra import band_edges, band_errors, radial_spectrum
 from mhdsr.errors import MhdsrError
-from mhdsr.eval.registry import NULL_KEY
+from mhdsr.eval.fields import Fields, Target
+from mhdsr.eval.registry import FORECAST, NULL_KEY, Metric, for_kinds
 
 FORECAST_KIND, CHAIN_KIND = "forecast", "chain"
 #: methods of a rollout file (model first)
@@ -108,20 +107,24 @@ class LeadStats:
             self.count[lead] += other.count[lead]
 
 
+def forecast_metrics(channels: list[str]) -> list[Metric]:
+    """The registered metrics of forecast curves (:data:`~mhdsr.eval.registry.FORECAST`) that
+    ``channels`` support (the energies need their components)."""
+    return [m for m in for_kinds({FORECAST}) if all(c in channels for c in m.requires)]
+
+
 def _rows(
     pred: np.ndarray, truth: np.ndarray, channels: list[str]
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Metric rows of one field pair ``(C, N, N)`` and the prediction's spectrum ``(C, K)``."""
+    """Rows of every forecast metric of the registry for one field pair ``(C, N, N)`` (float64)
+    and the prediction's spectrum ``(C, K)``."""
     p = pred.astype(np.float64)
     y = truth.astype(np.float64)
-    vals: dict[str, Any] = {
-        "rmse": rmse(p, y),
-        "nrmse": nrmse(p, y),
-        "corr": pearson(p, y),
-    }
-    for name, fn in (("ke", kinetic_energy), ("me", magnetic_energy)):
-        with contextlib.suppress(ValueError):  # a channel subset without the components
-            vals[f"{name}_rel"] = float(fn(p, channels) / fn(y, channels) - 1.0)
+    n = p.shape[-1]
+    pf = Fields(p[None], channels, n_lo=n, n_hi=2 * n)
+    # no spectral metric among the forecast metrics: the target needs no spectrum
+    target = Target(Fields(y[None], channels, n_lo=n, n_hi=2 * n), np.empty((0, 0)))
+    vals = {m.name: m.fn(pf, target) for m in forecast_metrics(channels)}
     return vals, radial_spectrum(p)[1]
 
 
@@ -136,7 +139,8 @@ def _reduce(stats: dict[str, LeadStats], truth: LeadStats, lead_orbits: dict[int
         leads = sorted(st.rows)
         curve: dict[str, Any] = {"lead": leads, "lead_orbits": [lead_orbits[L] for L in leads],
                                  "n": [st.count[L] for L in leads]}  # fmt: skip
-        for metric in ("rmse", "nrmse", "corr"):
+        metrics = forecast_metrics(channels)
+        for metric in (m.name for m in metrics if m.per_channel):
             curve[metric] = {
                 ch: [float(np.mean([r[c] for r in st.rows[L][metric]])) for L in leads]
                 for c, ch in enumerate(channels)
@@ -144,7 +148,7 @@ def _reduce(stats: dict[str, LeadStats], truth: LeadStats, lead_orbits: dict[int
             curve[f"{metric}_mean"] = [
                 float(np.mean([np.mean(r) for r in st.rows[L][metric]])) for L in leads
             ]
-        for e in ("ke_rel", "me_rel"):
+        for e in (m.name for m in metrics if not m.per_channel):
             if all(st.rows[L].get(e) for L in leads):
                 curve[e] = [float(np.mean(st.rows[L][e])) for L in leads]
                 curve[e.replace("_rel", "_abs_rel")] = [

@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 
 from mhdsr.eval.reading import curves_of, fmt, get, score
-from mhdsr.eval.registry import NULL_KEY, TABLES, Metric, in_table, registered
+from mhdsr.eval.registry import (
+    NULL_KEY,
+    SR_KINDS,
+    TABLES,
+    Metric,
+    for_kinds,
+    in_table,
+    registered,
+)
 
 #: Definitions that are not per-snapshot metrics (the registry provides the rest).
 EXTRA_LINES = (
@@ -273,7 +281,7 @@ def _physics_table(metrics: Mapping[str, Any]) -> str:
     phys = metrics["physics"]
     if not phys.get("groups"):
         return phys.get("note", "not computed")
-    ms = [m for m in registered() if not m.per_channel]
+    ms = [m for m in for_kinds(SR_KINDS) if not m.per_channel]
     rows = []
     for group, curves in phys["groups"].items():
         for curve, v in curves.items():
@@ -321,15 +329,18 @@ def _domain_gap_text(metrics: Mapping[str, Any]) -> str:
     )
 
 
-def metric_lines() -> list[str]:
-    """The report's definition list: every registered metric (by table) and the extra terms."""
+def metric_lines(
+    kinds: frozenset[str] = SR_KINDS, extra: Sequence[tuple[str, str]] = EXTRA_LINES
+) -> list[str]:
+    """The report's definition list: every registered metric of these curve kinds (by table)
+    and the extra terms."""
     lines = []
     for table, title in TABLES.items():
-        ms = in_table(table)
+        ms = [m for m in in_table(table) if m.kinds & kinds]
         if ms:
             lines.append(f"- {title}:")
             lines += [f"  - **{m.label}** (`{m.name}`): {m.definition}" for m in ms]
-    lines += [f"- **{name}**: {text}" for name, text in EXTRA_LINES]
+    lines += [f"- **{name}**: {text}" for name, text in extra]
     return lines
 
 
