@@ -79,6 +79,8 @@ def test_scores_against_hand_computed_values(rollout_file, capsys, monkeypatch, 
     monkeypatch.chdir(repo)
     tmp, d = rollout_file
     m = _eval(tmp)
+    assert (m["version"], m["kind"]) == (2, "forecast") and "definitions" not in m
+    assert {"rmse", "nrmse", "corr", "ke_rel", "me_rel"} <= set(m["metric_definitions"])
     c = m["forecast"]["all"]["curves"]
     y, x0, xp = d["truth"], d["init"], d["prev"]
     # persistence, lead 1 (both initial states) and lead 3 (the first only)

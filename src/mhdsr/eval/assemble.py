@@ -1,10 +1,12 @@
-"""The metrics.json structure of ``mhdsr eval``, from the per-sim results (before
-:func:`mhdsr.eval.report.clean`). Keys of earlier versions are kept; new ones are added.
+"""The metrics.json structure of ``mhdsr eval`` for super-resolution, from the per-sim results
+(before :func:`mhdsr.eval.report.clean`).
 
-Top level: ``version, code_version, created, config, inputs, channels, units, grids, methods,
-baselines, groups, sims, summary, physics, spectra, spread_skill, domain_gap, notes``, and since
-the metric registry ``metric_definitions, baseline_definitions, targets, pdfs, goals`` (plus
-``readings``, added by :mod:`mhdsr.eval.run` from the cleaned numbers).
+Schema version :data:`mhdsr.eval.report.METRICS_VERSION` (2): a reader checks ``version`` and
+``kind`` (``"sr"`` here, ``"forecast"`` for :mod:`mhdsr.eval.forecast_report`); no key is kept
+for earlier versions. Top level: ``version, kind, code_version, created, config, inputs,
+channels, units, grids, methods, baselines, baseline_definitions, metric_definitions, groups,
+sims, summary, targets, physics, spectra, spread_skill, pdfs, goals, domain_gap, notes`` (plus
+``readings`` and ``timing``, added by :mod:`mhdsr.eval.run`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from mhdsr.eval.pooling import (
 )
 from mhdsr.eval.reference import Reference, TrainSpectra
 from mhdsr.eval.registry import SR_KINDS, for_kinds
+from mhdsr.eval.report import METRICS_VERSION
 
-METRICS_VERSION = 1
 #: The goal checked per snapshot (docs/design.md: a model must keep the transition-band phases
 #: of the best interpolant): transition-band coherence >= spline's - margin on every channel.
 GOAL_MARGIN = 0.02
@@ -438,6 +440,7 @@ def assemble_metrics(
     bands = band_edges(n_lo, n_hi)
     return {
         "version": METRICS_VERSION,
+        "kind": "sr",
         "code_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "config": to_dict(cfg),
