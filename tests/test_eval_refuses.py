@@ -11,6 +11,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import yaml
@@ -101,3 +102,43 @@ def test_samples_swapped_between_snapshots_are_refused(shards, tmp_path, capsys)
     err = _eval(tmp_path, tmp_path / "s", shards, capsys)
     assert "swap.h5" in err and f"snapshot {snaps[0]}" in err, err
     assert f"belong to the input of snapshot {snaps[1]}" in err, err
+
+
+def _rollout(path: Path, *, swap_truth: bool) -> None:
+    """A small rollout file of one run (the same snapshot holds the same field everywhere);
+    ``swap_truth``: the truths of leads 1 and 2 of the first initial state exchanged."""
+    rng = np.random.default_rng(0)
+    snaps = {s: rng.standard_normal((8, 16, 16)).astype(np.float32) for s in range(5)}
+    for x in snaps.values():
+        x[0] = 1.0 + 0.01 * x[0]
+    init_s, tsnap = [0, 1], np.array([[1, 2, 3], [2, 3, 4]])
+    truth = np.stack([[snaps[s] for s in row] for row in tsnap])
+    if swap_truth:
+        truth[0, [0, 1]] = truth[0, [1, 0]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f["forecast"], f["truth"] = truth + 0.01, truth
+        f["init"] = np.stack([snaps[s] for s in init_s])
+        f["prev"] = np.zeros((2, 8, 16, 16), np.float32)
+        f["truth_snapshot"], f["init_snapshot"] = tsnap, np.array(init_s)
+        f["prev_snapshot"] = np.array([-1, -1])
+        f["lead"], f["lead_orbits"] = np.arange(1, 4), 0.5 * np.arange(1, 4)
+        f["time"] = np.zeros((2, 3))
+        f.attrs.update({"kind": "forecast", "channels": list(CHANNELS), "sim": "syn/seed_0001",
+                        "sim_seed": 1, "lo_kind": "native_lo", "run_dir": str(path.parent),
+                        "dt_orbits": 0.5, "complete": True, "finite": True})  # fmt: skip
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_rollout_whose_truths_disagree_is_refused(tmp_path, capsys, monkeypatch, repo, swap):
+    monkeypatch.chdir(repo)
+    _rollout(tmp_path / "samples" / "r.h5", swap_truth=swap)
+    args = ["eval", "--config", "configs/eval/forecast-demo.yaml", f"samples={tmp_path / 'samples'}",
+            f"output_dir={tmp_path / 'eval'}", "forecast.hst_check=false", "forecast.field_leads=[1]"]  # fmt: skip
+    rc = main(args)
+    err = capsys.readouterr().err
+    if not swap:
+        assert rc == 0, err
+        return
+    assert rc == 2 and err.startswith("error: "), err
+    assert "r.h5" in err and "snapshot 1:" in err and "the initial state 1" in err, err

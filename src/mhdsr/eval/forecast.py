@@ -41,7 +41,9 @@ import numpy as np
 from mhdsr.analysis.energy import kinetic_energy, magnetic_energy
 from mhdsr.analysis.spectra import band_edges, band_errors, radial_spectrum
 from mhdsr.errors import MhdsrError
+from mhdsr.eval.consistency import INPUT_RTOL, check_rows
 from mhdsr.eval.fields import Fields, Target
+from mhdsr.eval.inputs import EvalInputError
 from mhdsr.eval.registry import FORECAST, NULL_KEY, Metric, for_kinds
 
 FORECAST_KIND, CHAIN_KIND = "forecast", "chain"
@@ -234,6 +236,45 @@ def _read_rollout(path: Path) -> dict[str, Any]:
     return d
 
 
+def check_rollout(path: Path, d: dict[str, Any]) -> None:
+    """Refuse a rollout file whose initial states, previous states and truths disagree: each
+    is a snapshot of one run, so two arrays of one snapshot number must be equal, per channel
+    ``max|a - b| <= INPUT_RTOL * max|b|`` (:data:`mhdsr.eval.consistency.INPUT_RTOL`, 1e-4;
+    both are float32 copies of the same field, equal in a file written by ``mhdsr forecast
+    rollout``). Catches swapped or replaced truths and initial states.
+
+    Raises:
+        ForecastEvalError: naming the file, the snapshot and the two places.
+    """
+    seen: dict[int, tuple[np.ndarray, str]] = {}
+
+    def add(snap: int, x: np.ndarray, where: str) -> None:
+        if snap < 0:
+            return
+        if snap not in seen:
+            seen[snap] = (x, where)
+            return
+        ref, first = seen[snap]
+        with np.errstate(invalid="ignore"):
+            num = np.abs(x.astype(np.float64) - ref).max(axis=(-2, -1))
+            den = np.maximum(np.abs(ref.astype(np.float64)).max(axis=(-2, -1)), 1e-30)
+            rel = float(np.nanmax(num / den))
+        if rel > INPUT_RTOL:
+            raise ForecastEvalError(
+                f"{path}: snapshot {snap}: {where} differs from {first} (max|a - b| / max|b| = "
+                f"{rel:.3g} > {INPUT_RTOL:g}); its initial states and truths are not one run's "
+                "snapshots (swapped or replaced)"
+            )
+
+    for i, s in enumerate(d["init_snapshot"]):
+        add(int(s), d["init"][i], f"the initial state {i}")
+    for i, s in enumerate(d["prev_snapshot"]):
+        add(int(s), d["prev"][i], f"the previous state of initial state {i}")
+    for i, row in enumerate(d["truth_snapshot"]):
+        for k, s in enumerate(row):
+            add(int(s), d["truth"][i, k], f"the truth of initial state {i} at lead {k + 1}")
+
+
 def score_rollout(path: Path) -> RolloutScore:
     """Rows of the model, persistence and linear extrapolation for every (initial state, lead)
     of one rollout file that has truth (see the module docstring).
@@ -242,6 +283,7 @@ def score_rollout(path: Path) -> RolloutScore:
         ForecastEvalError: not a complete rollout file.
     """
     d = _read_rollout(path)
+    check_rollout(path, d)
     a = d["attrs"]
     channels = [str(c) for c in np.atleast_1d(a["channels"])]
     fc, truth, init, prev = d["forecast"], d["truth"], d["init"], d["prev"]
@@ -339,7 +381,7 @@ def score_chain(path: Path, rollouts: dict[str, RolloutScore]) -> dict[str, Any]
 
     from mhdsr.athenak import open_run
     from mhdsr.dataset.cadence import lo_of_hi
-    from mhdsr.eval.interp import upsample_np
+    from mhdsr.eval.interp import avgpool2_np, upsample_np
 
     try:
         with h5py.File(path, "r") as f:
@@ -365,6 +407,23 @@ def score_chain(path: Path, rollouts: dict[str, RolloutScore]) -> dict[str, Any]
     d = _read_rollout(rs.path)
     channels = [str(c) for c in np.atleast_1d(a["channels"])]
     rc = [rs.channels.index(c) for c in channels]
+    for t in range(samples.shape[0]):  # each input is its rollout's forecast, each sample its own
+        want = d["forecast"][int(init_index[t]), int(lead[t]) - 1][rc]
+        err = float(np.max(np.abs(inputs[t].astype(np.float64) - want)
+                           / np.maximum(np.abs(want).max(axis=(-2, -1), keepdims=True), 1e-30)))  # fmt: skip
+        if err > INPUT_RTOL:
+            raise ForecastEvalError(
+                f"{path}: row {t} (initial state {int(init_index[t])}, lead {int(lead[t])}, "
+                f"snapshot {int(snapshot[t])}): its input is not the forecast of {rs.path} there "
+                f"(max|input - forecast| / max|forecast| = {err:.3g} > {INPUT_RTOL:g})"
+            )
+        if samples.shape[-1] != 2 * inputs.shape[-1]:
+            continue
+        try:
+            check_rows(str(path), [int(x) for x in snapshot], t,
+                       avgpool2_np(samples[t].astype(np.float32).mean(axis=0)), inputs)  # fmt: skip
+        except EvalInputError as e:
+            raise ForecastEvalError(str(e)) from None
     run = open_run(rs.run_dir)
     stats = {m: LeadStats() for m in CHAIN_METHODS}
     tstats = LeadStats()
