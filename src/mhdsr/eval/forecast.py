@@ -591,6 +591,16 @@ def goals(fc: dict[str, Any], chains: list[dict[str, Any]], *, goal_orbits: floa
         out["chain"] = {"met": all(verdicts) if verdicts else None, "rows": rows}
     else:
         out["chain"] = {"met": None, "why": "no chain file with hi-grid truth"}
+    rules = {
+        "one_step": "one-step NRMSE <= 0.5 x persistence, every channel",
+        "corr_lead": "corr-0.5 lead >= 2 x persistence's, every channel",
+        "energy": f"KE, ME within {energy_tol:.0%} over the first orbit",
+        "finite": f"finite for {finite_orbits:g} orbits",
+        "chain": f"chain NRMSE < persistence+bicubic at every lead <= {goal_orbits:g} orbit, "
+        "every channel",
+    }
+    for name, v in out.items():  # every goal states its rule, as the SR goal does
+        v["rule"] = rules[name]
     for v in out.values():  # every undecided verdict says why (metrics.json has no bare null)
         if v.get("met") is None:
             v[NULL_KEY] = {"met": v.get("why", "cannot be decided from these files")}
