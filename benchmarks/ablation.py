@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from science import read_metrics  # benchmarks/ on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).with_name("science_ablation.json")
 PY = sys.executable
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         wall += run([PY, "-m", "mhdsr", "eval", "--config", "configs/eval/demo.yaml",
                      f"samples={samples}", f"shards={a.shards}", f"output_dir={d}/eval",
                      "max_panels=0", "progress=false"], log)  # fmt: skip
-        m = json.loads((d / "eval" / "metrics.json").read_text())
+        m = read_metrics(d / "eval" / "metrics.json")
         summary = json.loads((train_dir / "summary.json").read_text())
         row = {
             "name": v["name"], "change": v["change"], "steps": summary["step"],

@@ -30,6 +30,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+#: metrics.json schema versions this script reads (the keys it uses are the same in both).
+METRICS_VERSIONS = (1, 2)
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """A super-resolution metrics.json of ``mhdsr eval``; exits naming the file if it is another
+    schema version or a forecast evaluation."""
+    m = json.loads(Path(path).read_text())
+    if m.get("version") not in METRICS_VERSIONS or m.get("kind", "sr") != "sr":
+        sys.exit(
+            f"{path}: metrics.json version {m.get('version')!r}, kind {m.get('kind', 'sr')!r}; "
+            f"this script reads super-resolution files of versions {METRICS_VERSIONS}"
+        )
+    return m
+
+
 INTERPOLANTS = ("bilinear", "bicubic", "spline")
 ABLATION = Path(__file__).with_name("science_ablation.json")
 
@@ -279,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "channel when the model's number passes the bar; see benchmarks/science.py for the rules.\n"
     )
     for path, label in zip(a.metrics, labels):
-        m = json.loads(Path(path).read_text())
+        m = read_metrics(path)
         goals = goals_of(m)
         result["datasets"][label] = {
             "metrics": str(path),

@@ -158,3 +158,119 @@ def test_method_defaults_are_the_shipped_method(path: Path) -> None:
         if getattr(shipped, f.name) != getattr(default, f.name)
     }
     assert set(diff) <= PER_CONFIG_METHOD_FIELDS, f"{path.name}: (shipped, default) {diff}"
+
+
+# --- cycle rules ---
+
+
+def _module_name(path: Path, root: Path) -> str:
+    return ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _top_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Import statements run when the module is imported: the module body and the ``if`` /
+    ``try`` / ``with`` blocks in it (``if TYPE_CHECKING:`` included), not function or class
+    bodies."""
+    out: list[ast.Import | ast.ImportFrom] = []
+    todo: list[ast.stmt] = list(tree.body)
+    while todo:
+        node = todo.pop(0)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.append(node)
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for block in ("body", "orelse", "finalbody"):
+                todo += getattr(node, block, [])
+            for h in getattr(node, "handlers", []):
+                todo += h.body
+    return out
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the mhdsr modules it imports at module level (absolute and relative imports;
+    ``from pkg import mod`` counts as ``pkg.mod`` when that is a module, else as ``pkg``)."""
+    files = {_module_name(f, root): f for f in sorted(root.rglob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    for mod, f in files.items():
+        pkg = mod if f.name == "__init__.py" else mod.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in _top_level_imports(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in files}
+                continue
+            base = node.module or ""
+            if node.level:
+                parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            for a in node.names:
+                full = f"{base}.{a.name}"
+                deps.add(full if full in files else base)
+        graph[mod] = {d for d in deps if d in files and d != mod}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle ``[a, b, ..., a]`` per strongly connected component of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    comps: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                comps.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    cycles = []
+    for comp in comps:  # a shortest path back to the first module, for the message
+        start, members = comp[0], set(comp)
+        prev: dict[str, str] = {}
+        todo = [start]
+        while todo and start not in prev:
+            v = todo.pop(0)
+            for w in sorted(graph[v] & members):
+                if w not in prev:
+                    prev[w] = v
+                    todo.append(w)
+        path = [start]
+        while len(path) == 1 or path[-1] != start:
+            path.append(prev[path[-1]])
+        cycles.append(path[::-1])
+    return cycles
+
+
+def test_no_module_level_import_cycle() -> None:
+    cycles = import_cycles(import_graph(SRC))
+    assert not cycles, "module-level import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_an_import_cycle_is_caught(tmp_path: Path) -> None:
+    fake = tmp_path / "mhdsr"
+    (fake / "eval").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "eval" / "__init__.py").write_text("")
+    (fake / "eval" / "a.py").write_text("from .b import x\n")
+    (fake / "eval" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from mhdsr.eval import a\nx = 1\n"
+    )
+    (fake / "eval" / "c.py").write_text("def f():\n    from mhdsr.eval import a\n")  # in a function
+    assert import_cycles(import_graph(fake)) == [["mhdsr.eval.a", "mhdsr.eval.b", "mhdsr.eval.a"]]

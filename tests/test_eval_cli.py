@@ -26,7 +26,7 @@ from mhdsr.channels import CHANNELS
 from mhdsr.cli import main
 from mhdsr.eval.baselines import BASELINE_NAMES
 from mhdsr.eval.registry import Metric, register, registered, unregister
-from mhdsr.eval.report import check_clean
+from mhdsr.eval.report import METRICS_VERSION, check_clean
 
 SIM = "mri256_nu3e-5/seed_0001"
 HELD = "mri128_nu3e-5/seed_0002"
@@ -151,6 +151,8 @@ def test_metrics_json_structure_and_finite_values(run) -> None:
     assert list(m["summary"]["heldout"]) == ["ema/heun-8", *BASELINE_NAMES]
     for k in ("metric_definitions", "baseline_definitions", "targets", "pdfs", "goals", "readings"):
         assert k in m, k
+    assert (m["version"], m["kind"]) == (METRICS_VERSION, "sr") and METRICS_VERSION == 2
+    assert "corr" not in m["metric_definitions"]  # forecast-only metrics stay in forecast files
     check_clean(m)  # nulls only with a reason
     numbers = list(_walk_numbers(m))
     assert m["channels"] == list(CHS)

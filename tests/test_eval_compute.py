@@ -380,7 +380,7 @@ def test_physics_is_skipped_with_a_note_without_bx_by_jz(shards, truth3, tmp_pat
     assert set(m) == set(chs) and m["velx"]["rmse"] == 0.0
 
 
-def test_input_that_is_not_avgpool2_of_the_truth_is_noted(shards, truth3, tmp_path) -> None:
+def test_input_that_is_not_avgpool2_of_the_truth_is_refused(shards, truth3, tmp_path) -> None:
     keys, hi, snaps, times, seed = truth3
     lo = pool(hi[:1])
     lo[0, 3] *= 1.01  # velz input 1% off: not the avgpool2 of the shards' field
@@ -396,7 +396,8 @@ def test_input_that_is_not_avgpool2_of_the_truth_is_noted(shards, truth3, tmp_pa
     )
     truth = ShardTruth(shards, read_manifest(shards))
     (job,) = plan_jobs(discover(tmp_path), truth)
-    res = evaluate_sim(job, truth, baselines=[])
-    (note,) = [n for n in res.notes if "avgpool2(truth)" in n]
-    assert "may not come from these shards" in note
-    assert float(note.split("by ")[1].split(" ")[0]) == pytest.approx(0.01, rel=0.05)
+    with pytest.raises(EvalInputError, match="not avgpool2 of the truth") as e:
+        evaluate_sim(job, truth, baselines=[])
+    msg = str(e.value)
+    assert "a.h5" in msg and f"snapshot {snaps[0]}" in msg and "['velz']" in msg
+    assert float(msg.split(" = ")[1].split(" ")[0]) == pytest.approx(0.01, rel=0.05)

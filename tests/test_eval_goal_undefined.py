@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from mhdsr.eval.assemble import transition_goal
+from mhdsr.eval.curve import Curve, SimResult
 from mhdsr.eval.reading import goal_reading
-from mhdsr.eval.scoring import Curve, SimResult
 
 
 def _curve(name: str, kind: str, rows: list[list[float]]) -> Curve:

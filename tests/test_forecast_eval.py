@@ -31,6 +31,8 @@ def rollout_file(tmp_path: Path) -> tuple[Path, dict]:
     rng = np.random.default_rng(0)
     truth = _fields(rng, N, L)
     init, prev = _fields(rng, N), _fields(rng, N)
+    # one run's snapshots: the same snapshot number holds the same field everywhere in the file
+    init[1], truth[1, 0], truth[1, 1] = truth[0, 0], truth[0, 1], truth[0, 2]
     fc = truth.copy()  # perfect at leads 1 and 2 ...
     fc[:, 2] = _fields(rng, N)  # ... unrelated at lead 3
     tsnap = np.array([[1, 2, 3], [2, 3, -1]])
@@ -79,6 +81,8 @@ def test_scores_against_hand_computed_values(rollout_file, capsys, monkeypatch, 
     monkeypatch.chdir(repo)
     tmp, d = rollout_file
     m = _eval(tmp)
+    assert (m["version"], m["kind"]) == (2, "forecast") and "definitions" not in m
+    assert {"rmse", "nrmse", "corr", "ke_rel", "me_rel"} <= set(m["metric_definitions"])
     c = m["forecast"]["all"]["curves"]
     y, x0, xp = d["truth"], d["init"], d["prev"]
     # persistence, lead 1 (both initial states) and lead 3 (the first only)

@@ -18,8 +18,8 @@ from mhdsr.dataset.manifest import (
 )
 from mhdsr.dataset.npy import encode_npy, sample_key
 from mhdsr.errors import ConfigError, ShardError
+from mhdsr.shard_builder.common import assign_splits, cut_shards, npy_bytes
 from mhdsr.shard_builder.config import ShardBuildConfig
-from mhdsr.shard_builder.plan import _assign, _cut, npy_bytes
 
 
 def _decode(b: bytes) -> np.ndarray:
@@ -64,25 +64,25 @@ def test_sample_key_has_no_dots_and_zero_pads() -> None:
 
 def test_cut_balances_and_never_leaves_an_empty_shard() -> None:
     items = [{"i": i} for i in range(10)]
-    chunks = _cut(items, 4)
+    chunks = cut_shards(items, 4)
     assert [len(c) for c in chunks] == [3, 4, 3]
     assert [x for c in chunks for x in c] == items
-    assert _cut([], 4) == []
-    assert [len(c) for c in _cut(items, 1)] == [1] * 10
-    assert [len(c) for c in _cut(items, 100)] == [10]
+    assert cut_shards([], 4) == []
+    assert [len(c) for c in cut_shards(items, 1)] == [1] * 10
+    assert [len(c) for c in cut_shards(items, 100)] == [10]
 
 
 def test_fraction_split_is_exact_deterministic_and_disjoint() -> None:
     cfg = ShardBuildConfig(hi_runs=["x"], output_dir="o")
     seeds = list(range(20))
-    a = _assign(seeds, cfg, set())
+    a = assign_splits(seeds, cfg, set())
     assert [len(a[k]) for k in ("train", "val", "test")] == [16, 2, 2]
     assert sorted(a["train"] + a["val"] + a["test"]) == seeds
-    assert _assign(seeds, cfg, set()) == a
+    assert assign_splits(seeds, cfg, set()) == a
     cfg.split.seed = 1
-    assert _assign(seeds, cfg, set()) != a
+    assert assign_splits(seeds, cfg, set()) != a
     # tiny: every split with a positive fraction still gets a seed
-    b = _assign([4, 7, 9], cfg, set())
+    b = assign_splits([4, 7, 9], cfg, set())
     assert sorted(len(v) for v in b.values()) == [1, 1, 1]
 
 

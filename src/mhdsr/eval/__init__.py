@@ -21,11 +21,11 @@ built on them, one concern per module:
 - :mod:`~mhdsr.eval.assemble` -- the metrics.json structure; :mod:`~mhdsr.eval.reading` -- the
   automatic reading of the numbers.
 - :mod:`~mhdsr.eval.report` -- JSON hygiene, tables, summary.md and report.md;
-  :mod:`~mhdsr.eval.figures` / :mod:`~mhdsr.eval.report_figures` -- PNGs.
+  every figure: :mod:`mhdsr.plots`.
 - :mod:`~mhdsr.eval.forecast` -- forecast rollouts and the forecast -> super-resolve chain scored
-  per lead time against persistence, linear extrapolation and bicubic baselines; goals; the
-  energy cross-check against AthenaK's history file. :mod:`~mhdsr.eval.forecast_report` -- their
-  metrics.json, figures, report.md and lead-time table.
+  per lead time against persistence, linear extrapolation and bicubic baselines, through the same
+  metric registry; goals; the energy cross-check against AthenaK's history file.
+  :mod:`~mhdsr.eval.forecast_report` -- their metrics.json and lead-time table.
 - :mod:`~mhdsr.eval.run` -- :func:`~mhdsr.eval.run.run_eval`, the pipeline (atomic writes); it
   sends rollout and chain files (found by their ``kind`` attribute) to the forecast modules.
 

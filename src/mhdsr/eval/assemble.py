@@ -1,10 +1,12 @@
-"""The metrics.json structure of ``mhdsr eval``, from the per-sim results (before
-:func:`mhdsr.eval.report.clean`). Keys of earlier versions are kept; new ones are added.
+"""The metrics.json structure of ``mhdsr eval`` for super-resolution, from the per-sim results
+(before :func:`mhdsr.eval.report.clean`).
 
-Top level: ``version, code_version, created, config, inputs, channels, units, grids, methods,
-baselines, groups, sims, summary, physics, spectra, spread_skill, domain_gap, notes``, and since
-the metric registry ``metric_definitions, baseline_definitions, targets, pdfs, goals`` (plus
-``readings``, added by :mod:`mhdsr.eval.run` from the cleaned numbers).
+Schema version :data:`mhdsr.eval.report.METRICS_VERSION` (2): a reader checks ``version`` and
+``kind`` (``"sr"`` here, ``"forecast"`` for :mod:`mhdsr.eval.forecast_report`); no key is kept
+for earlier versions. Top level: ``version, kind, code_version, created, config, inputs,
+channels, units, grids, methods, baselines, baseline_definitions, metric_definitions, groups,
+sims, summary, targets, physics, spectra, spread_skill, pdfs, goals, domain_gap, notes`` (plus
+``readings`` and ``timing``, added by :mod:`mhdsr.eval.run`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from mhdsr.channels import UNITS
 from mhdsr.config import to_dict
 from mhdsr.eval.baselines import BASELINES
 from mhdsr.eval.config import EvalConfig
+from mhdsr.eval.curve import HIST_EDGES, Curve, SimResult
 from mhdsr.eval.inputs import SampleFile
 from mhdsr.eval.planning import HELDOUT, orbits
 from mhdsr.eval.pooling import (
@@ -34,10 +37,9 @@ from mhdsr.eval.pooling import (
     spread_skill_points,
 )
 from mhdsr.eval.reference import Reference, TrainSpectra
-from mhdsr.eval.registry import registered
-from mhdsr.eval.scoring import HIST_EDGES, Curve, SimResult
+from mhdsr.eval.registry import SR_KINDS, for_kinds
+from mhdsr.eval.report import METRICS_VERSION
 
-METRICS_VERSION = 1
 #: The goal checked per snapshot (docs/design.md: a model must keep the transition-band phases
 #: of the best interpolant): transition-band coherence >= spline's - margin on every channel.
 GOAL_MARGIN = 0.02
@@ -92,8 +94,9 @@ def _method_records(files: Sequence[SampleFile]) -> list[dict[str, Any]]:
     return [out[k] for k in sorted(out)]
 
 
-def metric_definitions() -> dict[str, dict[str, Any]]:
-    """The registry as JSON: ``name -> {label, definition, needs, ...}``."""
+def metric_definitions(kinds: frozenset[str] = SR_KINDS) -> dict[str, dict[str, Any]]:
+    """The registry as JSON: ``name -> {label, definition, needs, ...}`` of the metrics of these
+    curve kinds (super-resolution by default; ``{FORECAST}`` for forecasts)."""
     return {
         m.name: {
             "label": m.label,
@@ -112,7 +115,7 @@ def metric_definitions() -> dict[str, dict[str, Any]]:
             "summary": m.summary,
             "timeseries": m.timeseries,
         }
-        for m in registered()
+        for m in for_kinds(kinds)
     }
 
 
@@ -437,6 +440,7 @@ def assemble_metrics(
     bands = band_edges(n_lo, n_hi)
     return {
         "version": METRICS_VERSION,
+        "kind": "sr",
         "code_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "config": to_dict(cfg),

@@ -31,7 +31,6 @@ the hi-grid bands (resolved, transition, generated ``[64, 128]``).
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from mhdsr.analysis.energy import kinetic_energy, magnetic_energy, pearson
-from mhdsr.analysis.scores import nrmse, rmse
+from mhdsr.analysis.energy import kinetic_energy, magnetic_energy
 from mhdsr.analysis.spectra import band_edges, band_errors, radial_spectrum
 from mhdsr.errors import MhdsrError
-from mhdsr.eval.registry import NULL_KEY
+from mhdsr.eval.consistency import INPUT_RTOL, check_rows
+from mhdsr.eval.fields import Fields, Target
+from mhdsr.eval.inputs import EvalInputError
+from mhdsr.eval.registry import FORECAST, NULL_KEY, Metric, for_kinds
 
 FORECAST_KIND, CHAIN_KIND = "forecast", "chain"
 #: methods of a rollout file (model first)
@@ -108,20 +109,24 @@ class LeadStats:
             self.count[lead] += other.count[lead]
 
 
+def forecast_metrics(channels: list[str]) -> list[Metric]:
+    """The registered metrics of forecast curves (:data:`~mhdsr.eval.registry.FORECAST`) that
+    ``channels`` support (the energies need their components)."""
+    return [m for m in for_kinds({FORECAST}) if all(c in channels for c in m.requires)]
+
+
 def _rows(
     pred: np.ndarray, truth: np.ndarray, channels: list[str]
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Metric rows of one field pair ``(C, N, N)`` and the prediction's spectrum ``(C, K)``."""
+    """Rows of every forecast metric of the registry for one field pair ``(C, N, N)`` (float64)
+    and the prediction's spectrum ``(C, K)``."""
     p = pred.astype(np.float64)
     y = truth.astype(np.float64)
-    vals: dict[str, Any] = {
-        "rmse": rmse(p, y),
-        "nrmse": nrmse(p, y),
-        "corr": pearson(p, y),
-    }
-    for name, fn in (("ke", kinetic_energy), ("me", magnetic_energy)):
-        with contextlib.suppress(ValueError):  # a channel subset without the components
-            vals[f"{name}_rel"] = float(fn(p, channels) / fn(y, channels) - 1.0)
+    n = p.shape[-1]
+    pf = Fields(p[None], channels, n_lo=n, n_hi=2 * n)
+    # no spectral metric among the forecast metrics: the target needs no spectrum
+    target = Target(Fields(y[None], channels, n_lo=n, n_hi=2 * n), np.empty((0, 0)))
+    vals = {m.name: m.fn(pf, target) for m in forecast_metrics(channels)}
     return vals, radial_spectrum(p)[1]
 
 
@@ -136,7 +141,8 @@ def _reduce(stats: dict[str, LeadStats], truth: LeadStats, lead_orbits: dict[int
         leads = sorted(st.rows)
         curve: dict[str, Any] = {"lead": leads, "lead_orbits": [lead_orbits[L] for L in leads],
                                  "n": [st.count[L] for L in leads]}  # fmt: skip
-        for metric in ("rmse", "nrmse", "corr"):
+        metrics = forecast_metrics(channels)
+        for metric in (m.name for m in metrics if m.per_channel):
             curve[metric] = {
                 ch: [float(np.mean([r[c] for r in st.rows[L][metric]])) for L in leads]
                 for c, ch in enumerate(channels)
@@ -144,7 +150,7 @@ def _reduce(stats: dict[str, LeadStats], truth: LeadStats, lead_orbits: dict[int
             curve[f"{metric}_mean"] = [
                 float(np.mean([np.mean(r) for r in st.rows[L][metric]])) for L in leads
             ]
-        for e in ("ke_rel", "me_rel"):
+        for e in (m.name for m in metrics if not m.per_channel):
             if all(st.rows[L].get(e) for L in leads):
                 curve[e] = [float(np.mean(st.rows[L][e])) for L in leads]
                 curve[e.replace("_rel", "_abs_rel")] = [
@@ -230,6 +236,45 @@ def _read_rollout(path: Path) -> dict[str, Any]:
     return d
 
 
+def check_rollout(path: Path, d: dict[str, Any]) -> None:
+    """Refuse a rollout file whose initial states, previous states and truths disagree: each
+    is a snapshot of one run, so two arrays of one snapshot number must be equal, per channel
+    ``max|a - b| <= INPUT_RTOL * max|b|`` (:data:`mhdsr.eval.consistency.INPUT_RTOL`, 1e-4;
+    both are float32 copies of the same field, equal in a file written by ``mhdsr forecast
+    rollout``). Catches swapped or replaced truths and initial states.
+
+    Raises:
+        ForecastEvalError: naming the file, the snapshot and the two places.
+    """
+    seen: dict[int, tuple[np.ndarray, str]] = {}
+
+    def add(snap: int, x: np.ndarray, where: str) -> None:
+        if snap < 0:
+            return
+        if snap not in seen:
+            seen[snap] = (x, where)
+            return
+        ref, first = seen[snap]
+        with np.errstate(invalid="ignore"):
+            num = np.abs(x.astype(np.float64) - ref).max(axis=(-2, -1))
+            den = np.maximum(np.abs(ref.astype(np.float64)).max(axis=(-2, -1)), 1e-30)
+            rel = float(np.nanmax(num / den))
+        if rel > INPUT_RTOL:
+            raise ForecastEvalError(
+                f"{path}: snapshot {snap}: {where} differs from {first} (max|a - b| / max|b| = "
+                f"{rel:.3g} > {INPUT_RTOL:g}); its initial states and truths are not one run's "
+                "snapshots (swapped or replaced)"
+            )
+
+    for i, s in enumerate(d["init_snapshot"]):
+        add(int(s), d["init"][i], f"the initial state {i}")
+    for i, s in enumerate(d["prev_snapshot"]):
+        add(int(s), d["prev"][i], f"the previous state of initial state {i}")
+    for i, row in enumerate(d["truth_snapshot"]):
+        for k, s in enumerate(row):
+            add(int(s), d["truth"][i, k], f"the truth of initial state {i} at lead {k + 1}")
+
+
 def score_rollout(path: Path) -> RolloutScore:
     """Rows of the model, persistence and linear extrapolation for every (initial state, lead)
     of one rollout file that has truth (see the module docstring).
@@ -238,6 +283,7 @@ def score_rollout(path: Path) -> RolloutScore:
         ForecastEvalError: not a complete rollout file.
     """
     d = _read_rollout(path)
+    check_rollout(path, d)
     a = d["attrs"]
     channels = [str(c) for c in np.atleast_1d(a["channels"])]
     fc, truth, init, prev = d["forecast"], d["truth"], d["init"], d["prev"]
@@ -335,7 +381,7 @@ def score_chain(path: Path, rollouts: dict[str, RolloutScore]) -> dict[str, Any]
 
     from mhdsr.athenak import open_run
     from mhdsr.dataset.cadence import lo_of_hi
-    from mhdsr.method.grid import upsample_np
+    from mhdsr.method.grid import avgpool2_np, upsample_np
 
     try:
         with h5py.File(path, "r") as f:
@@ -361,6 +407,23 @@ def score_chain(path: Path, rollouts: dict[str, RolloutScore]) -> dict[str, Any]
     d = _read_rollout(rs.path)
     channels = [str(c) for c in np.atleast_1d(a["channels"])]
     rc = [rs.channels.index(c) for c in channels]
+    for t in range(samples.shape[0]):  # each input is its rollout's forecast, each sample its own
+        want = d["forecast"][int(init_index[t]), int(lead[t]) - 1][rc]
+        err = float(np.max(np.abs(inputs[t].astype(np.float64) - want)
+                           / np.maximum(np.abs(want).max(axis=(-2, -1), keepdims=True), 1e-30)))  # fmt: skip
+        if err > INPUT_RTOL:
+            raise ForecastEvalError(
+                f"{path}: row {t} (initial state {int(init_index[t])}, lead {int(lead[t])}, "
+                f"snapshot {int(snapshot[t])}): its input is not the forecast of {rs.path} there "
+                f"(max|input - forecast| / max|forecast| = {err:.3g} > {INPUT_RTOL:g})"
+            )
+        if samples.shape[-1] != 2 * inputs.shape[-1]:
+            continue
+        try:
+            check_rows(str(path), [int(x) for x in snapshot], t,
+                       avgpool2_np(samples[t].astype(np.float32).mean(axis=0)), inputs)  # fmt: skip
+        except EvalInputError as e:
+            raise ForecastEvalError(str(e)) from None
     run = open_run(rs.run_dir)
     stats = {m: LeadStats() for m in CHAIN_METHODS}
     tstats = LeadStats()
@@ -528,6 +591,16 @@ def goals(fc: dict[str, Any], chains: list[dict[str, Any]], *, goal_orbits: floa
         out["chain"] = {"met": all(verdicts) if verdicts else None, "rows": rows}
     else:
         out["chain"] = {"met": None, "why": "no chain file with hi-grid truth"}
+    rules = {
+        "one_step": "one-step NRMSE <= 0.5 x persistence, every channel",
+        "corr_lead": "corr-0.5 lead >= 2 x persistence's, every channel",
+        "energy": f"KE, ME within {energy_tol:.0%} over the first orbit",
+        "finite": f"finite for {finite_orbits:g} orbits",
+        "chain": f"chain NRMSE < persistence+bicubic at every lead <= {goal_orbits:g} orbit, "
+        "every channel",
+    }
+    for name, v in out.items():  # every goal states its rule, as the SR goal does
+        v["rule"] = rules[name]
     for v in out.values():  # every undecided verdict says why (metrics.json has no bare null)
         if v.get("met") is None:
             v[NULL_KEY] = {"met": v.get("why", "cannot be decided from these files")}

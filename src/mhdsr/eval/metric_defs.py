@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mhdsr.analysis import scores as S
+from mhdsr.analysis.energy import kinetic_energy, magnetic_energy, pearson
 from mhdsr.analysis.pdfs import wasserstein1
 from mhdsr.analysis.physics import divb_residual, jz_residual
 from mhdsr.analysis.spectra import band_coherence, band_edges, shell_cross
@@ -23,7 +24,7 @@ from mhdsr.eval.fields import (
     Fields,
     Target,
 )
-from mhdsr.eval.registry import PREDICTIONS, Metric, register
+from mhdsr.eval.registry import FORECAST, PREDICTIONS, Metric, register
 
 BANDS = ("resolved", "transition", "generated")
 PHYSICS_CHANNELS = ("Bx", "By", "jz")
@@ -58,8 +59,10 @@ register(
         "rmse",
         "RMSE",
         "sqrt(mean over the grid of (pred - truth)^2) per snapshot and member; mean over "
-        "members, then snapshots (physical units).",
+        "members, then snapshots (physical units); forecasts: per initial state and lead, mean "
+        "over initial states.",
         _rmse,
+        kinds=PREDICTIONS | {FORECAST},
     )
 )
 register(
@@ -69,6 +72,7 @@ register(
         "RMSE / std(truth) of the same snapshot (dimensionless; 1 = as bad as predicting the "
         "truth's mean).",
         _nrmse,
+        kinds=PREDICTIONS | {FORECAST},
     )
 )
 register(
@@ -370,5 +374,57 @@ register(
         "its own grid (AthenaK derives jz this way).",
         _jz_curl_b,
         **_PHYS,
+    )
+)
+
+
+# ---- forecasts (per initial state and lead time; curves of kind "forecast") --------------------
+
+
+def _corr(pred: Fields, target: Target) -> np.ndarray:
+    return pearson(pred.x[0], _truth(target))
+
+
+def _energy_rel(fn):
+    def row(pred: Fields, target: Target) -> float:
+        return float(fn(pred.x[0], pred.channels) / fn(_truth(target), pred.channels) - 1.0)
+
+    return row
+
+
+_FC = dict(kinds=frozenset({FORECAST}), table="forecast")
+register(
+    Metric(
+        "corr",
+        "corr",
+        "Pearson correlation of p and y over the grid, per channel, mean over initial states "
+        "(1 = the same pattern, 0 = unrelated).",
+        _corr,
+        better="higher",
+        **_FC,
+    )
+)
+register(
+    Metric(
+        "ke_rel",
+        "KE err",
+        "E_p / E_y - 1 of the domain-mean kinetic energy <rho |v|^2 / 2> (code units), mean "
+        "over initial states (also its mean and max absolute value).",
+        _energy_rel(kinetic_energy),
+        per_channel=False,
+        requires=("density", "velx", "vely", "velz"),
+        **_FC,
+    )
+)
+register(
+    Metric(
+        "me_rel",
+        "ME err",
+        "E_p / E_y - 1 of the domain-mean magnetic energy <|B|^2 / 2> (code units, 4 pi "
+        "absorbed), mean over initial states (also its mean and max absolute value).",
+        _energy_rel(magnetic_energy),
+        per_channel=False,
+        requires=("Bx", "By", "Bz"),
+        **_FC,
     )
 )

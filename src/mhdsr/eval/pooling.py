@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from mhdsr.eval.curve import Curve, SimResult
 from mhdsr.eval.registry import NULL_KEY, Metric, registered
-from mhdsr.eval.scoring import Curve, SimResult
 
 
 def pool_curves(results: Sequence[SimResult]) -> dict[str, dict[str, Curve]]:

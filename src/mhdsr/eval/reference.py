@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mhdsr.analysis.pdfs import flatness
 from mhdsr.analysis.spectra import power_spectrum
+from mhdsr.eval.curve import Curve
 from mhdsr.eval.fields import (
     INCREMENT_CHANNELS,
     INCREMENT_VARS,
@@ -34,9 +34,6 @@ from mhdsr.eval.fields import (
 from mhdsr.eval.inputs import EvalInputError, ShardTruth
 from mhdsr.eval.planning import orbits
 from mhdsr.method.grid import avgpool2_np, upsample_np
-
-if TYPE_CHECKING:
-    from mhdsr.eval.scoring import Curve
 
 #: PDF variables held by a :class:`Reference`: (variable, channel).
 PDF_KEYS: tuple[tuple[str, str], ...] = tuple(("value", c) for c in VALUE_CHANNELS) + tuple(
@@ -118,8 +115,6 @@ def reference_stats(
     Raises:
         EvalInputError: the split is missing or empty, or lacks a channel.
     """
-    from mhdsr.eval.scoring import Curve
-
     check_reference_split(truth, split)
     chans = list(channels)
     idx = [truth.channels.index(c) for c in chans]

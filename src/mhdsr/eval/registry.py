@@ -48,10 +48,15 @@ Reducer = Callable[[np.ndarray], np.ndarray]
 #: ``fn(pred, target) -> row``: ``(C,)`` (per-channel metric) or ``()`` (field metric), or with a
 #: trailing axis for the reductions that need one; ``None`` = not applicable to these fields.
 MetricFn = Callable[["Fields", "Target"], "np.ndarray | float | None"]
-CurveKind = Literal["method", "baseline", "truth", "input"]
+CurveKind = Literal["method", "baseline", "truth", "input", "forecast"]
 
 #: Curve kinds a metric applies to by default: predictions (methods and baselines).
 PREDICTIONS: frozenset[str] = frozenset({"method", "baseline"})
+#: Curve kind of the forecast methods (model, persistence, linear; the chain and its baselines),
+#: scored per initial state and lead time (:mod:`mhdsr.eval.forecast`).
+FORECAST = "forecast"
+#: Curve kinds of super-resolution evaluation.
+SR_KINDS: frozenset[str] = frozenset({"method", "baseline", "truth", "input"})
 SPECTRAL_FLOOR = 1e-30
 #: Key of the ``{key: reason}`` dict next to every null value in metrics.json.
 NULL_KEY = "null_reasons"
@@ -143,6 +148,7 @@ TABLES: dict[str, str] = {
     "coherence": "Band coherence",
     "pdf": "PDFs and intermittency",
     "physics": "Physics consistency",
+    "forecast": "Forecast scores per lead time",
 }
 
 _REGISTRY: dict[str, Metric] = {}
@@ -202,6 +208,12 @@ def get(name: str) -> Metric:
 def in_table(table: str) -> list[Metric]:
     """The registered metrics of one report table, in order."""
     return [m for m in registered() if m.table == table]
+
+
+def for_kinds(kinds: frozenset[str] | set[str]) -> list[Metric]:
+    """The registered metrics that apply to some curve kind in ``kinds`` (``SR_KINDS`` for
+    super-resolution, ``{FORECAST}`` for forecasts), in order."""
+    return [m for m in registered() if m.kinds & set(kinds)]
 
 
 def applies(metric: Metric, kind: str, *, stochastic: bool, has_pixels: bool) -> bool:

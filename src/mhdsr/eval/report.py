@@ -14,13 +14,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mhdsr.eval.forecast import CHAIN_METHODS, FORECAST_METHODS
 from mhdsr.eval.reading import curves_of, fmt, get, score
-from mhdsr.eval.registry import NULL_KEY, TABLES, Metric, in_table, registered
+from mhdsr.eval.registry import (
+    FORECAST,
+    NULL_KEY,
+    SR_KINDS,
+    TABLES,
+    Metric,
+    for_kinds,
+    in_table,
+    registered,
+)
 
+#: Version of the metrics.json schema (both kinds, "sr" and "forecast"): 2 = one registry's
+#: ``metric_definitions`` in both, a ``kind`` field, no keys kept for earlier versions.
+METRICS_VERSION = 2
 #: Definitions that are not per-snapshot metrics (the registry provides the rest).
 EXTRA_LINES = (
     (
@@ -273,7 +287,7 @@ def _physics_table(metrics: Mapping[str, Any]) -> str:
     phys = metrics["physics"]
     if not phys.get("groups"):
         return phys.get("note", "not computed")
-    ms = [m for m in registered() if not m.per_channel]
+    ms = [m for m in for_kinds(SR_KINDS) if not m.per_channel]
     rows = []
     for group, curves in phys["groups"].items():
         for curve, v in curves.items():
@@ -321,20 +335,26 @@ def _domain_gap_text(metrics: Mapping[str, Any]) -> str:
     )
 
 
-def metric_lines() -> list[str]:
-    """The report's definition list: every registered metric (by table) and the extra terms."""
+def metric_lines(
+    kinds: frozenset[str] = SR_KINDS, extra: Sequence[tuple[str, str]] = EXTRA_LINES
+) -> list[str]:
+    """The report's definition list: every registered metric of these curve kinds (by table)
+    and the extra terms."""
     lines = []
     for table, title in TABLES.items():
-        ms = in_table(table)
+        ms = [m for m in in_table(table) if m.kinds & kinds]
         if ms:
             lines.append(f"- {title}:")
             lines += [f"  - **{m.label}** (`{m.name}`): {m.definition}" for m in ms]
-    lines += [f"- **{name}**: {text}" for name, text in EXTRA_LINES]
+    lines += [f"- **{name}**: {text}" for name, text in extra]
     return lines
 
 
 def report_markdown(metrics: Mapping[str, Any], figures: Sequence[str]) -> str:
-    """report.md text: inputs, metric definitions, tables with their reading, figure links."""
+    """report.md text: inputs, metric definitions, tables with their reading, figure links; of a
+    forecast evaluation (``metrics["kind"] == "forecast"``) the lead-time tables instead."""
+    if metrics.get("kind") == "forecast":
+        return _forecast_report(metrics, figures)
     g = metrics["grids"]
     res, tra, gen = (
         [fmt(x) for x in g["bands"][k]] for k in ("resolved", "transition", "generated")
@@ -400,3 +420,239 @@ def report_markdown(metrics: Mapping[str, Any], figures: Sequence[str]) -> str:
     for f in figures:
         lines += [f"![{f}]({f})", ""]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Forecast evaluation (metrics.json kind "forecast"): the same definition list (the registry's
+# forecast metrics and these terms), its tables and summary
+
+#: Terms of the forecast report that are not per-lead metrics (the registry provides the rest).
+FORECAST_TERMS = (
+    ("lead", "k dt after the initial time t0 (k = 1 .. steps), in orbits; dt = the model's step"),
+    ("model / persistence / linear", "the forecast; x(t0); x(t0) + k (x(t0) - x(t0 - dt))"),
+    ("corr-0.5 lead", "the first lead at which corr falls below 0.5 (> L dt: never in the rollout)"),
+    ("band error", "mean over k in the band of |log10 E_p(k) / E_y(k)|, spectra averaged over "
+                   "initial states at each lead; lo grid: resolved [1, 32), transition [32, 64)"),
+    ("chain", "`mhdsr sample` of every forecast step (ensemble mean; 'chain member': single "
+              "members), scored on the hi grid against the hi run at t0 + k dt"),
+    ("x+bicubic", "periodic bicubic Up of x(t0) (persistence), of the forecast, of avgpool2(y)"),
+)  # fmt: skip
+
+
+def _f(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{nd}g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+def _verdict(v: bool | None) -> str:
+    return {True: "MET", False: "NOT MET", None: "undetermined"}[v]
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+
+def lead_table(fc: dict[str, Any]) -> str:
+    """The lead-time table of the pooled rollouts (mean over channels)."""
+    c = fc["all"]["curves"]
+    m = c["model"]
+    head = ("| lead [orbits] | n | NRMSE model | NRMSE persistence | NRMSE linear | corr model | "
+            "corr persistence | corr linear | KE err model | ME err model | KE err persist. | "
+            "ME err persist. |")  # fmt: skip
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def at(name: str, key: str, i: int) -> Any:
+        cur = c.get(name, {})
+        if not cur or m["lead"][i] not in cur["lead"]:
+            return None
+        j = cur["lead"].index(m["lead"][i])
+        return cur[key][j] if key in cur else None
+
+    for i in range(len(m["lead"])):
+        lines.append(
+            f"| {m['lead_orbits'][i]:.2f} | {m['n'][i]} | "
+            + " | ".join(_f(at(n, "nrmse_mean", i)) for n in FORECAST_METHODS) + " | "
+            + " | ".join(_f(at(n, "corr_mean", i)) for n in FORECAST_METHODS) + " | "
+            + " | ".join(_f(at(n, k, i), 2) for n in ("model", "persistence") for k in ("ke_rel", "me_rel"))
+            + " |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def channel_table(fc: dict[str, Any], metric: str, lead_index: int = 0) -> str:
+    """Per channel ``metric`` at one lead for every method (and model / persistence)."""
+    c = fc["all"]["curves"]
+    chans = fc["channels"]
+    L = c["model"]["lead"][lead_index]
+    o = c["model"]["lead_orbits"][lead_index]
+    lines = [f"{metric} at lead {o:.2f} orbits (k = {L}), pooled over the held-out rollouts:", "",
+             "| method | " + " | ".join(chans) + " |", "|---|" + "---|" * len(chans)]  # fmt: skip
+    for name in FORECAST_METHODS:
+        cur = c[name]
+        if L not in cur["lead"]:
+            continue
+        j = cur["lead"].index(L)
+        lines.append(f"| {name} | " + " | ".join(_f(cur[metric][ch][j]) for ch in chans) + " |")
+    if metric == "nrmse":
+        p = c["persistence"]
+        j = p["lead"].index(L)
+        lines.append("| model / persistence | " + " | ".join(
+            _f(c["model"]["nrmse"][ch][lead_index] / p["nrmse"][ch][j]) for ch in chans) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def corr_lead_table(fc: dict[str, Any]) -> str:
+    """The correlation-0.5 lead per channel for each method."""
+    c = fc["all"]["curves"]
+    chans = [*fc["channels"], "mean"]
+    last = fc["all"]["rollout_orbits"]
+    lines = ["| method | " + " | ".join(chans) + " |", "|---|" + "---|" * len(chans)]
+    for name in FORECAST_METHODS:
+        vals = [c[name]["corr_lead"][ch] for ch in chans]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"> {last:g}" if v is None else f"{v:g}" for v in vals)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def chain_table(ch: dict[str, Any]) -> str:
+    """Hi-grid NRMSE (mean over channels) per lead of a chain file and its baselines."""
+    c = ch["curves"]
+    lines = ["| lead [orbits] | n | " + " | ".join(f"NRMSE {m}" for m in CHAIN_METHODS) + " | corr chain | corr persistence+bicubic |",
+             "|---|---|" + "---|" * (len(CHAIN_METHODS) + 2)]  # fmt: skip
+    for i, L in enumerate(c["chain"]["lead"]):
+        row = [f"{c['chain']['lead_orbits'][i]:.2f}", str(c["chain"]["n"][i])]
+        row += [_f(c[m]["nrmse_mean"][c[m]["lead"].index(L)]) for m in CHAIN_METHODS]
+        row += [_f(c["chain"]["corr_mean"][i]), _f(c["persistence+bicubic"]["corr_mean"][i])]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def chain_channel_table(ch: dict[str, Any], lead_index: int = 0) -> str:
+    """Per-channel hi-grid NRMSE at one lead for the chain and its baselines."""
+    c = ch["curves"]
+    chans = ch["channels"]
+    L = c["chain"]["lead"][lead_index]
+    lines = ["| method | " + " | ".join(chans) + " |", "|---|" + "---|" * len(chans)]
+    for m in CHAIN_METHODS:
+        j = c[m]["lead"].index(L)
+        lines.append(f"| {m} | " + " | ".join(_f(c[m]["nrmse"][x][j]) for x in chans) + " |")
+    return "\n".join(lines)
+
+
+def goals_table(g: dict[str, Any]) -> str:
+    """The goals with their numbers."""
+    rows = ["| goal | verdict | numbers |", "|---|---|---|"]
+    o = g["one_step"]
+    if o.get("met") is not None:
+        worst = max(o["ratio"], key=o["ratio"].get)
+        rows.append(f"| {o['rule']} | {_verdict(o['met'])} | "
+                    f"ratio model/persistence: " + ", ".join(f"{k} {v:.2f}" for k, v in o["ratio"].items())
+                    + f" (worst {worst}) |")  # fmt: skip
+    else:
+        rows.append(f"| {o['rule']} | undetermined | {o.get('why')} |")
+    cl = g["corr_lead"]
+    txt = ", ".join(
+        f"{k} {_f(v['model'])} vs {_f(v['persistence'])}" for k, v in cl["per_channel"].items()
+    )
+    rows.append(f"| {cl['rule']} | {_verdict(cl['met'])} | "
+                f"model vs persistence [orbits; — = not below 0.5 within {cl['rollout_orbits']:g}]: {txt} |")  # fmt: skip
+    e = g["energy"]
+    if e.get("met") is not None:
+        rows.append(f"| {e['rule']} | {_verdict(e['met'])} | "
+                    f"worst mean |E/E_true - 1| at leads {e['leads_orbits']}: KE {e['worst_mean_abs_rel']['ke']:.3f}, "
+                    f"ME {e['worst_mean_abs_rel']['me']:.3f} |")  # fmt: skip
+    else:
+        rows.append(f"| {e['rule']} | undetermined | {e.get('why')} |")
+    f = g["finite"]
+    rows.append(f"| {f['rule']} | {_verdict(f['met'])} | finite for "
+                f"{f['finite_orbits']:g} of {f['rollout_orbits']:g} orbits rolled out |")  # fmt: skip
+    c = g["chain"]
+    if c.get("met") is not None:
+        txt = "; ".join(
+            f"{r['sim']} {r['lead_orbits']:g} orb: {r['chain_mean']:.3f} vs {r['baseline_mean']:.3f}"
+            f" ({sum(r['better'].values())}/{len(r['better'])} channels)" for r in c["rows"])  # fmt: skip
+        rows.append(f"| {c['rule']} | "
+                    f"{_verdict(c['met'])} | mean NRMSE chain vs baseline: {txt} |")  # fmt: skip
+    else:
+        rows.append(f"| {c['rule']} | undetermined | {c.get('why')} |")
+    return "\n".join(rows)
+
+
+def forecast_summary(metrics: Mapping[str, Any]) -> str:
+    """summary.md of a forecast evaluation: the lead-time table (pooled, channel means), the
+    chain table and the goals."""
+    fc, chains, g = metrics["forecast"], metrics["chain"], metrics["goals"]
+    parts = [
+        f"## Forecast lead-time table (held-out rollouts {', '.join(fc['all']['sims'])}; mean over "
+        f"the {len(fc['channels'])} channels; dt = {fc['dt_orbits']:g} orbits)", "", lead_table(fc), "",
+        "Correlation-0.5 lead [orbits]:", "", corr_lead_table(fc), "",
+    ]  # fmt: skip
+    for ch in chains:
+        if "curves" in ch:
+            parts += [f"## Chain {ch['sim']} (hi grid, {ch['members']} member(s); mean over channels)",
+                      "", chain_table(ch), ""]  # fmt: skip
+    parts += ["## Goals", "", goals_table(g)]
+    return "\n".join(parts)
+
+
+def _forecast_report(metrics: Mapping[str, Any], figures: Sequence[str]) -> str:
+    """report.md of a forecast evaluation: definitions, the tables per channel, per sim, the
+    chain, the energy check."""
+    fc, chains, checks = metrics["forecast"], metrics["chain"], metrics["energy_check"]
+    lines = ["# Forecast evaluation", "", "## Definitions", ""]
+    lines += metric_lines(frozenset({FORECAST}), FORECAST_TERMS)
+    lines += ["", forecast_summary(metrics), ""]
+    lines += ["## Per channel", "", channel_table(fc, "nrmse"), "", channel_table(fc, "corr"), ""]
+    if len(fc["all"]["curves"]["model"]["lead"]) > 1:
+        lines += [channel_table(fc, "corr", 1), ""]
+    lines += ["## Per sim", ""]
+    for sim, d in fc["sims"].items():
+        m = d["curves"]["model"]
+        p = d["curves"]["persistence"]
+        lines += [f"### {sim} ({d['lo_kind']}, initial snapshots {d['init_snapshots']}, finite for "
+                  f"{d['finite_orbits']:g} orbits)", "",
+                  "| lead [orbits] | n | NRMSE model | NRMSE persistence | corr model | corr persistence |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for i, L in enumerate(m["lead"]):
+            j = p["lead"].index(L) if L in p["lead"] else None
+            lines.append(f"| {m['lead_orbits'][i]:.2f} | {m['n'][i]} | {_f(m['nrmse_mean'][i])} | "
+                         f"{_f(p['nrmse_mean'][j]) if j is not None else '—'} | {_f(m['corr_mean'][i])} | "
+                         f"{_f(p['corr_mean'][j]) if j is not None else '—'} |")  # fmt: skip
+        lines.append("")
+    for ch in chains:
+        if "curves" in ch:
+            lines += [
+                f"## Chain {ch['sim']}: per channel, first lead",
+                "",
+                chain_channel_table(ch),
+                "",
+            ]
+        else:
+            lines += [f"## Chain {ch['sim']}", "", ch.get("skipped", ""), ""]
+    if checks:
+        lines += ["## Energy cross-check against AthenaK's history file", "",
+                  "Fields' KE = <rho |v|^2/2> and ME = <|B|^2/2> (cell-centred B) against the "
+                  "history's sums of i-KE and i-ME at the same times (linear interpolation). The "
+                  "history's ME averages the SQUARED face fields (0.25 (B_f-^2 + B_f+^2)), the "
+                  "cell-centred B is their mean: its energy is lower by a truncation-level amount.",
+                  "", "| run | snapshots | KE max abs rel | ME max abs rel | ME rel (min..max) | ME avgpool2 rel (min..max) |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for sim, c in checks.items():
+            if "error" in c:
+                lines.append(f"| {sim} | — | — | — | {c['error']} | — |")
+                continue
+            lo = c["me_avgpool2_rel"]
+            lines.append(f"| {sim} | {len(c['snapshots'])} | {c['ke_max_abs_rel']:.2e} | {c['me_max_abs_rel']:.2e} | "
+                         f"{min(c['me_rel']):+.2e} .. {max(c['me_rel']):+.2e} | "
+                         + (f"{min(lo):+.2e} .. {max(lo):+.2e}" if lo else "—") + " |")  # fmt: skip
+        lines.append("")
+    lines += ["## Figures", ""] + [f"- [{Path(f).name}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ spectra of ``spectral-noise``, the reference of held-out sims: :mod:`~mhdsr.eval
 one sim at a time, snapshot by snapshot, every method, baseline, truth and input, drawing that
 sim's comparison panels on the way (:mod:`~mhdsr.eval.scoring`); pooling, metrics.json
 (:mod:`~mhdsr.eval.assemble`), the reading (:mod:`~mhdsr.eval.reading`), figures and report.md
-(:mod:`~mhdsr.eval.report_figures`, :mod:`~mhdsr.eval.report`), each file written atomically.
+(:mod:`mhdsr.plots`, :mod:`~mhdsr.eval.report`), each file written atomically.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from mhdsr.config import require_folder
-from mhdsr.eval import figures as F
 from mhdsr.eval.assemble import assemble_metrics
 from mhdsr.eval.config import EvalConfig
+from mhdsr.eval.curve import SimResult
 from mhdsr.eval.inputs import ShardTruth, discover
 from mhdsr.eval.planning import (
     HELDOUT,
@@ -40,8 +40,7 @@ from mhdsr.eval.reference import (
     value_stride,
 )
 from mhdsr.eval.report import check_clean, clean, report_markdown, summary_table
-from mhdsr.eval.report_figures import summary_figures
-from mhdsr.eval.scoring import SimResult, evaluate_sim
+from mhdsr.eval.scoring import evaluate_sim
 from mhdsr.io_utils import (
     make_output_dir,
     publish_dir,
@@ -49,7 +48,7 @@ from mhdsr.io_utils import (
     write_json_atomic,
     write_text_atomic,
 )
-from mhdsr.plots import plt
+from mhdsr.plots import FAST_RC, panel_figure, plt, save_png, summary_figures
 
 
 def _slug(s: str) -> str:
@@ -163,8 +162,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     def draw(panel: dict[str, Any]) -> None:
         name = f"panel_{len(written):02d}_{_slug(panel['sim'])}_n{panel['snapshot']:05d}.png"
-        with plt.rc_context(F.FAST_RC):
-            F.save_png(F.panel_figure(panel), figdir / name, dpi=80)
+        with plt.rc_context(FAST_RC):
+            save_png(panel_figure(panel), figdir / name, dpi=80)
         written.append(f"figures/{name}")
 
     plan = panel_plan(jobs, cfg.max_panels)

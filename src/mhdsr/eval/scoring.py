@@ -15,190 +15,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mhdsr.eval.baselines import BASELINES, BaselineInputs, make_baseline
+from mhdsr.eval.consistency import check_input, check_rows
+from mhdsr.eval.curve import Curve, SimResult
 from mhdsr.eval.fields import Fields, Target
-from mhdsr.eval.inputs import EvalInputError, ShardTruth, read_samples
+from mhdsr.eval.inputs import EvalInputError, ShardTruth, read_inputs, read_samples
 from mhdsr.eval.planning import HELDOUT, SimJob, orbits, panel_baselines, union_inputs
 from mhdsr.eval.reference import Reference
-from mhdsr.eval.registry import TABLES, Metric, applies, registered
+from mhdsr.eval.registry import TABLES, Metric
 from mhdsr.method.grid import avgpool2_np
-
-#: Relative tolerance of the check ``input == avgpool2(truth)`` for derived inputs.
-INPUT_CHECK_RTOL = 1e-4
-#: PDF histograms kept for the figures: (variable, channel), each normalized by its own rms.
-HIST_KEYS: tuple[tuple[str, str], ...] = (
-    ("value", "jz"),
-    ("dx1", "velx"),
-    ("dx1", "vely"),
-    ("dx1", "velz"),
-    ("dy1", "velx"),
-    ("dy1", "vely"),
-    ("dy1", "velz"),
-)
-#: Bin edges of those histograms, in units of the variable's rms.
-HIST_EDGES = np.linspace(-12.0, 12.0, 97)
-
-
-def hist_label(var: str, channel: str) -> str:
-    """Figure / metrics.json label of a histogram variable (``"jz/rms"``, ``"δvelx dx1/rms"``)."""
-    return f"{channel}/rms" if var == "value" else f"δ{channel} {var}/rms"
-
-
-def hist_counts(values: np.ndarray) -> np.ndarray:
-    """Counts of ``values / rms(values)`` in :data:`HIST_EDGES` (int64)."""
-    v = np.asarray(values, np.float64)
-    rms = np.sqrt(np.mean(v * v))
-    return np.histogram(v / rms if rms > 0 else v, bins=HIST_EDGES)[0].astype(np.int64)
-
-
-@dataclass
-class Curve:
-    """Per-snapshot records of one curve on one sim (or pooled over sims).
-
-    Attributes:
-        name: ``"ema/heun-8"``, ``"spline"``, ``"truth"``, ``"input"``.
-        kind: ``"method"``, ``"baseline"``, ``"truth"`` or ``"input"``.
-        n_members: ensemble size (1 for deterministic baselines, truth and input).
-        stochastic: an ensemble (a method or a stochastic baseline).
-        rows: metric name -> per-snapshot rows (aligned with ``snapshots``).
-        nulls: metric name -> why it is null for this curve (e.g. one member).
-        snapshots, sims, times, orbits: what each row position is.
-        spec_sum / spec_min_sum / spec_max_sum: sums over snapshots of the member-mean,
-            member-min and member-max spectra ``(C, K)``, ``k = 1 .. N/2``; ``spec_n`` the count.
-        hist: :data:`HIST_KEYS` label -> counts in :data:`HIST_EDGES`.
-    """
-
-    name: str
-    kind: str
-    n_members: int = 1
-    stochastic: bool = False
-    rows: dict[str, list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))
-    nulls: dict[str, str] = field(default_factory=dict)
-    snapshots: list[int] = field(default_factory=list)
-    sims: list[str] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    orbits: list[float] = field(default_factory=list)
-    spec_sum: np.ndarray | None = None
-    spec_min_sum: np.ndarray | None = None
-    spec_max_sum: np.ndarray | None = None
-    spec_n: int = 0
-    hist: dict[str, np.ndarray] = field(default_factory=dict)
-    metrics: list[Metric] | None = None
-
-    def plan(self, channels: Sequence[str], has_pixels: bool) -> list[Metric]:
-        """Choose the registered metrics that apply (once); returns those skipped for lack of
-        a channel they require."""
-        skipped: list[Metric] = []
-        self.metrics = []
-        for m in registered():
-            if not applies(m, self.kind, stochastic=self.stochastic, has_pixels=has_pixels):
-                continue
-            if any(c not in channels for c in m.requires):
-                skipped.append(m)
-                continue
-            if m.channels is not None and not set(m.channels) & set(channels):
-                continue
-            if self.n_members < m.min_members:
-                self.nulls[m.name] = (
-                    f"ensemble of {self.n_members} member: needs >= {m.min_members}"
-                )
-                continue
-            self.metrics.append(m)
-        return skipped
-
-    def add(
-        self, pred: Fields, target: Target, *, sim: str, snapshot: int, time: float, orbit: float
-    ) -> None:
-        """Score one snapshot: every planned metric's row, the spectra and the histograms."""
-        assert self.metrics is not None, "call plan() first"
-        for m in list(self.metrics):
-            row = m.fn(pred, target)
-            if row is None:
-                if not self.rows.get(m.name):
-                    self.metrics.remove(m)  # not applicable to these fields (e.g. the lo grid)
-                    continue
-                row = np.full_like(self.rows[m.name][0], np.nan)
-            self.rows[m.name].append(np.asarray(row, dtype=np.float64))
-        self.snapshots.append(snapshot)
-        self.sims.append(sim)
-        self.times.append(time)
-        self.orbits.append(orbit)
-        e = pred.power[..., 1 : pred.n // 2 + 1]
-        for attr, v in (
-            ("spec_sum", e.mean(axis=0)),
-            ("spec_min_sum", e.min(axis=0)),
-            ("spec_max_sum", e.max(axis=0)),
-        ):
-            cur = getattr(self, attr)
-            setattr(self, attr, v.copy() if cur is None else cur + v)
-        self.spec_n += 1
-        if self.kind in ("method", "baseline", "truth"):
-            for var, ch in HIST_KEYS:
-                if ch in pred.channels:
-                    label = hist_label(var, ch)
-                    c = hist_counts(pred.pdf(var, ch).values)
-                    self.hist[label] = self.hist[label] + c if label in self.hist else c
-
-    def table(self, name: str) -> np.ndarray | None:
-        """``(T, ...)`` rows of a metric, ``None`` if never recorded."""
-        rows = self.rows.get(name)
-        return np.stack(rows) if rows else None
-
-    @property
-    def spectrum(self) -> np.ndarray | None:
-        """Mean spectrum ``(C, K)`` over snapshots and members, ``k = 1 .. N/2``."""
-        return None if self.spec_sum is None else self.spec_sum / self.spec_n
-
-    @property
-    def spectrum_band(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Ensemble spread band of the spectrum: the member min and max, averaged over
-        snapshots, ``(C, K)`` each."""
-        if self.spec_min_sum is None:
-            return None
-        return self.spec_min_sum / self.spec_n, self.spec_max_sum / self.spec_n
-
-    def merge(self, other: Curve) -> None:
-        """Pool ``other`` (the same curve on another sim) into this record."""
-        for k, v in other.rows.items():
-            self.rows[k].extend(v)
-        for k, v in other.nulls.items():
-            self.nulls.setdefault(k, v)
-        for attr in ("snapshots", "sims", "times", "orbits"):
-            getattr(self, attr).extend(getattr(other, attr))
-        for attr in ("spec_sum", "spec_min_sum", "spec_max_sum"):
-            o = getattr(other, attr)
-            if o is not None:
-                mine = getattr(self, attr)
-                setattr(self, attr, o.copy() if mine is None else mine + o)
-        self.spec_n += other.spec_n
-        for k, v in other.hist.items():
-            self.hist[k] = self.hist[k] + v if k in self.hist else v.copy()
-        self.n_members = max(self.n_members, other.n_members)
-        self.stochastic = self.stochastic or other.stochastic
-        if self.metrics is None:
-            self.metrics = list(other.metrics or [])
-
-
-@dataclass
-class SimResult:
-    """Everything computed for one sim (all its method files, baselines, truth and input)."""
-
-    sim: str
-    group: str  # split with pixel truth ("test", "val", ...) or "heldout"
-    has_truth: bool
-    snapshots: list[int]
-    times: list[float]
-    orbits: list[float]
-    omega: float
-    files: dict[str, str]  # method -> file (relative to the samples folder)
-    curves: dict[str, Curve]
-    notes: list[str] = field(default_factory=list)
-    baseline_members: int = 1
 
 
 def evaluate_sim(
@@ -282,8 +111,7 @@ def evaluate_sim(
 
     # ---- one snapshot at a time
     idx = [truth.channels.index(c) for c in channels] if has_truth else []
-    check_num = np.zeros(len(channels))
-    check_den = np.zeros(len(channels))
+    own_inputs = {f.method: read_inputs(f.path) for f in job.files}
 
     def fields(x: np.ndarray) -> Fields:
         return Fields(x, channels, n_lo=n_lo, n_hi=n_hi)
@@ -303,11 +131,15 @@ def evaluate_sim(
                     f"{f0.rel}: key {key} of split {job.split!r} belongs to sim "
                     f"{rec.get('sim')!r}, not {job.sim!r}"
                 )
-            y = truth.hi(job.split, key)[idx]
-            if factor == 2:  # per channel: max |input - avgpool2(truth)| vs max |avgpool2(truth)|
-                pooled = avgpool2_np(y)
-                check_num = np.maximum(check_num, np.abs(pooled - lo).max(axis=(1, 2)))
-                check_den = np.maximum(check_den, np.abs(pooled).max(axis=(1, 2)))
+            y_all = truth.hi(job.split, key)
+            y = y_all[idx]
+            if factor == 2:  # every file's input must be avgpool2 of this truth
+                pooled_all = avgpool2_np(y_all)
+                for f in job.files:
+                    t = index[f.method].get(n)
+                    if t is not None:
+                        check_input(f.rel, n, own_inputs[f.method][t], pooled_all,
+                                    channels, truth.channels)  # fmt: skip
             tf = fields(y[None])
             target = Target.of_truth(tf)
             curves["truth"].add(tf, target, **where)
@@ -327,6 +159,9 @@ def evaluate_sim(
             ens = read_samples(f.path, t)
             if not np.isfinite(ens).all():
                 raise EvalInputError(f"{f.rel}: samples of snapshot {n} hold nan or inf")
+            if factor == 2:
+                check_rows(f.rel, f.snapshots.tolist(), t, avgpool2_np(ens.mean(axis=0)),
+                           own_inputs[f.method])  # fmt: skip
             curves[f.method].add(fields(ens), target, **where)
             if panel is not None:
                 panel[f"{f.method} sample"] = ens[0]
@@ -349,13 +184,6 @@ def evaluate_sim(
         if on_snapshot is not None:
             on_snapshot()
 
-    if has_truth and factor == 2:
-        d = float((check_num / np.maximum(check_den, 1e-30)).max())
-        if d > INPUT_CHECK_RTOL:
-            notes.append(
-                f"sim {job.sim}: input differs from avgpool2(truth) by {d:.3g} (relative max); "
-                "the sample files may not come from these shards"
-            )
     return SimResult(
         sim=job.sim,
         group=job.group if has_truth else HELDOUT,

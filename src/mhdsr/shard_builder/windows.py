@@ -1,7 +1,7 @@
 """Build plan of forecast window shards (``task: forecast``; docs/design.md "Forecast stage").
 
 Reuses the super-resolution planner's run discovery and checks (:func:`~mhdsr.shard_builder.plan.
-_open_runs`: seed ids, 2D, even grids, the snapshot window, incomplete snapshots), its seed split
+open_runs`: seed ids, 2D, even grids, the snapshot window, incomplete snapshots), its seed split
 (:func:`~mhdsr.shard_builder.plan._assign`), shuffling, shard cutting and plan hashes, so a
 window build has the same manifest, sha256 records, parallel workers and resume as an SR build.
 What differs:
@@ -34,26 +34,26 @@ from mhdsr.dataset.cadence import Cadence, cadence, orbit_time
 from mhdsr.dataset.npy import sample_key
 from mhdsr.dataset.sims import resolve_globs
 from mhdsr.errors import AthenaKFormatError, ConfigError, ShardError
-from mhdsr.shard_builder.config import HI_SPLITS, SPLITS, ShardBuildConfig
-from mhdsr.shard_builder.plan import (
+from mhdsr.shard_builder.common import (
     FORMAT_VERSION,
     JSON_BYTES_BOUND,
     TAR_BLOCK,
     TAR_RECORD,
+    BadInput,
     BuildPlan,
     RunInfo,
     ShardPlan,
-    _assign,
-    _Bad,
-    _common_resolution,
-    _cut,
-    _hash,
-    _mean_dt,
-    _open_runs,
-    _unique_seeds,
+    assign_splits,
+    common_resolution,
+    cut_shards,
+    mean_dt,
     npy_bytes,
+    open_runs,
+    plan_hash,
     tar_member_bytes,
+    unique_seeds,
 )
+from mhdsr.shard_builder.config import HI_SPLITS, SPLITS, ShardBuildConfig
 
 #: sample sources of a window
 NATIVE = "native_lo"
@@ -71,13 +71,13 @@ def run_cadence(run: AthenaKRun, snaps: list[int], dt_orbits: float, time_tol: f
     """
     omega0 = float(run.params.get("omega0", 1.0) or 1.0)
     dt = orbit_time(dt_orbits, omega0)
-    tol = min(time_tol * _mean_dt(run, snaps), dt / 3)
+    tol = min(time_tol * mean_dt(run, snaps), dt / 3)
     times = [run.snapshot_time(s)[0] for s in snaps]
     return cadence(snaps, times, dt, tol)
 
 
 def _windows_of(
-    r: RunInfo, run: AthenaKRun, cfg: ShardBuildConfig, bad: _Bad, source: str
+    r: RunInfo, run: AthenaKRun, cfg: ShardBuildConfig, bad: BadInput, source: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Window items of one run and its record for the manifest (chains, gaps)."""
     f = cfg.forecast
@@ -139,14 +139,14 @@ def make_window_plan(cfg: ShardBuildConfig) -> BuildPlan:
             f"config key 'forecast.length': {f.length} > {MAX_LENGTH} (the window's json record "
             "must stay under 1 KiB); use shorter windows"
         )
-    bad = _Bad(cfg.on_bad)
+    bad = BadInput(cfg.on_bad)
     hi_paths = resolve_globs(list(cfg.hi_runs), "hi_runs") if cfg.hi_runs else []
     lo_paths = resolve_globs(list(cfg.lo_runs), "lo_runs") if cfg.lo_runs else []
     both = sorted(set(map(str, hi_paths)) & set(map(str, lo_paths)))
     if both:
         raise ConfigError(f"config keys 'hi_runs' and 'lo_runs' both match {both}")
-    hi, hi_res = _common_resolution(_open_runs(hi_paths, cfg, bad, "hi"), bad, "hi")
-    lo, lo_res = _common_resolution(_open_runs(lo_paths, cfg, bad, "lo"), bad, "lo")
+    hi, hi_res = common_resolution(open_runs(hi_paths, cfg, bad, "hi"), bad, "hi")
+    lo, lo_res = common_resolution(open_runs(lo_paths, cfg, bad, "lo"), bad, "lo")
     if not hi and not lo:
         raise ShardError(
             f"no usable run among {len(hi_paths) + len(lo_paths)} folder(s): {bad.skipped}"
@@ -157,13 +157,13 @@ def make_window_plan(cfg: ShardBuildConfig) -> BuildPlan:
             f"resolution {hi_res[0]}x{hi_res[1]} (hi runs are avgpool2-ed to the lo grid)"
         )
     grid = lo_res if lo_res is not None else (hi_res[0] // 2, hi_res[1] // 2)
-    _unique_seeds(hi, "hi")
-    _unique_seeds(lo, "lo")
+    unique_seeds(hi, "hi")
+    unique_seeds(lo, "lo")
 
     # ---- splits: hi runs by `split`, native lo runs by `forecast.lo_seeds`, the rest heldout
     splits: dict[str, list[RunInfo]] = {k: [] for k in SPLITS}
     hi_by_seed = {r.seed: (r, run) for r, run in hi}
-    assign = _assign(sorted(hi_by_seed), cfg, bad.seeds) if hi else {k: [] for k in HI_SPLITS}
+    assign = assign_splits(sorted(hi_by_seed), cfg, bad.seeds) if hi else {k: [] for k in HI_SPLITS}
     lo_by_seed = {r.seed: (r, run) for r, run in lo}
     have_lo = set(lo_by_seed)
     for k in HI_SPLITS:
@@ -216,9 +216,9 @@ def make_window_plan(cfg: ShardBuildConfig) -> BuildPlan:
         its = sorted(items[k], key=lambda it: (it["sim"], it["snapshot"]))
         perm = np.random.default_rng([cfg.shuffle_seed, idx]).permutation(len(its))
         its = [its[i] for i in perm]
-        for i, chunk in enumerate(_cut(its, n)):
+        for i, chunk in enumerate(cut_shards(its, n)):
             sp = ShardPlan(f"{k}-{i:06d}.tar", k, chunk, stats=(k == "train"))
-            sp.plan_hash = _hash(
+            sp.plan_hash = plan_hash(
                 {
                     "format": FORMAT_VERSION,
                     "task": "forecast",
@@ -242,7 +242,7 @@ def make_window_plan(cfg: ShardBuildConfig) -> BuildPlan:
         windows=records,
         seq_shape=seq_shape,
     )
-    plan.fingerprint = _hash([s.plan_hash for s in shards] + [bad.skipped])
+    plan.fingerprint = plan_hash([s.plan_hash for s in shards] + [bad.skipped])
     return plan
 
 
