@@ -191,8 +191,9 @@ def test_status_reason_own_steps_restarts_and_error_line(tiny_run, demo_shards, 
     capsys.readouterr()
     assert main(["launch", "status", "--job-dir", str(sub.job_dir)]) == 0
     text = capsys.readouterr().out
+    jid = sub.main_id
     line = (
-        f"  {sub.main_id}: FAILED, restarts 0, 0 step(s) by this job, log {sub.main_id}_0_log.out"
+        f"  {jid}: FAILED (NonZeroExitCode), restarts 0, 0 step(s) by this job, log {jid}_0_log.out"
     )
     assert line in text, text
     assert "    error: RuntimeError: planted failure in the job (FailingTrainJob)" in text
