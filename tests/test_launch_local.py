@@ -310,7 +310,8 @@ def test_cli_rejects_before_submitting(tmp_path, demo_shards, capsys):
     assert main([*base, "nodez=2"]) == 2
     assert "'nodez' is neither" in capsys.readouterr().err
     assert main([*base, "gpus_per_node=2", "engine.device=cpu"]) == 2
-    assert "GPUs would idle" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "configs/launch/slurm-cpu.yaml" in err and "engine.device=auto" in err
     assert main(["launch", "train", "--config", str(TRAIN_YAML), f"shards={tmp_path}",
                  f"run_dir={tmp_path / 'r'}", "executor=local"]) == 2  # fmt: skip
     assert "no manifest.json" in capsys.readouterr().err
