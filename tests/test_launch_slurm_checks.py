@@ -198,3 +198,58 @@ def test_status_reason_own_steps_restarts_and_error_line(tiny_run, demo_shards, 
     assert line in text, text
     assert "    error: RuntimeError: planted failure in the job (FailingTrainJob)" in text
     assert job_state(sub.main_id) == "FAILED"
+
+
+def test_sample_array_duplicates_refused_and_a_locked_sim_left_alone(
+    tmp_path, demo_shards, tiny_run, capsys
+):
+    from mhdsr.sample.bulk import list_work, sim_lock
+    from mhdsr.sample.config import SampleConfig
+    from mhdsr.sample.h5out import output_path
+
+    out = tmp_path / "samples"
+    over = [f"checkpoint={tiny_run}", f"output_dir={out}", f"shards={demo_shards}",
+            "inputs.split=heldout", "inputs.stride=8", "ensemble=1", "sampler.name=euler",
+            "sampler.steps=1", "device=cpu"]  # fmt: skip
+    slurm = [f"partition={PARTITION}", "cpus_per_task=1", "time=10m", "array_parallelism=2"]
+    cfg = load_config(SampleConfig, None, over)
+    work = list_work(cfg)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    argv = ["launch", "sample", "--config", str(empty), "--launch", CPU_LAUNCH, *over, *slurm]
+
+    # a queued array blocks a second one on the same output_dir (naming it) unless --force
+    capsys.readouterr()
+    assert main([*argv, LATER]) == 0
+    first = re.search(r"submitted sample array (\d+)", capsys.readouterr().out).group(1)
+    try:
+        assert main([*argv, "--dry-run"]) == 2
+        assert f"already has a live sample job: {first}_0 (PENDING)" in capsys.readouterr().err
+    finally:
+        cancel_job(first)
+    wait_for_state(f"{first}_0", {"CANCELLED"}, timeout_s=30)
+
+    # sim 0 is being written by another live process (it holds the sim's lock): task 0 of the
+    # new array leaves it alone, task 1 writes sim 1
+    out.mkdir(parents=True, exist_ok=True)
+    with sim_lock(output_path(out, work[0])) as held:
+        assert held
+        sub = launcher.submit_sample(cfg, load_launch_config(CPU_LAUNCH, slurm))
+        assert sub is not None and sub.tasks == [0, 1]
+        for j in sub.jobs:
+            assert wait_for_job(j, timeout_s=150) == "COMPLETED"
+    r0, r1 = (j.result() for j in sub.jobs)
+    assert r0["busy"] == [work[0]] and r0["done"] == [] and r1["done"] == [work[1]]
+    assert not output_path(out, work[0]).exists()
+    capsys.readouterr()
+    assert main(["launch", "status", "--job-dir", str(out / "jobs")]) == 0
+    text = capsys.readouterr().out
+    sid = sub.main_id
+    assert f"  {first}_0: CANCELLED" in text and "not started" in text
+    assert (
+        f"  {sid}_0: COMPLETED, restarts 0, task 0: 0/1 sim(s) done, log {sid}_0_0_log.out" in text
+    )
+    assert (
+        f"  {sid}_1: COMPLETED, restarts 0, task 1: 1/1 sim(s) done, log {sid}_1_0_log.out" in text
+    )
+    assert text.splitlines()[-1] == f"sims now: 1 done, 0 failed, 1 pending in {out}"
