@@ -134,3 +134,18 @@ def test_help_texts(capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert text in " ".join(capsys.readouterr().out.split()), argv
+
+
+def test_sample_ema_warning(tmp_path):
+    from types import SimpleNamespace
+
+    from mhdsr.sample.bulk import ema_warnings
+
+    (tmp_path / "export").mkdir()
+    (tmp_path / "config.yaml").write_text("ema:\n  start_step: 50\n")
+    plan = SimpleNamespace(lm=SimpleNamespace(path=str(tmp_path / "export" / "w.pt"), step=20))
+    (warning,) = ema_warnings(SimpleNamespace(weights="ema"), plan)
+    assert "step 20 <= ema.start_step=50" in warning and "equal the raw weights" in warning
+    assert ema_warnings(SimpleNamespace(weights="raw"), plan) == []
+    plan.lm.step = 60
+    assert ema_warnings(SimpleNamespace(weights="ema"), plan) == []

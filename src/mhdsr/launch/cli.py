@@ -52,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("train", "submit a training job (TRAIN config + launch settings)",
          "mhdsr launch train --config configs/train/cpu-small.yaml --launch "
          "configs/launch/slurm.yaml nodes=4 gpus_per_node=4 partition=gpu time=24h "
-         "engine.device=auto max_steps=200000"),
+         "engine.device=auto max_steps=200000\n"
+         "  mhdsr launch train --config configs/train/cpu-small.yaml --launch "
+         "configs/launch/slurm-cpu.yaml tasks_per_node=2 cpus_per_task=4  # CPU-only cluster"),
         ("forecast", "submit a forecast training job (FORECAST train config + launch settings)",
          "mhdsr launch forecast --config configs/forecast/cpu-small.yaml --launch "
          "configs/launch/slurm.yaml nodes=1 gpus_per_node=4 partition=gpu time=12h "

@@ -427,25 +427,10 @@ def check_sample(cfg: Any, launch: LaunchConfig) -> list[str]:
 
 
 def sample_warnings(cfg: Any, plan: Any) -> list[str]:
-    """``weights=ema`` from a run whose EMA never started averaging (its ``config.yaml``, next to
-    the ``export/`` folder of the weights, says ``ema.start_step`` >= the exported step)."""
-    import yaml
+    """See :func:`mhdsr.sample.bulk.ema_warnings` (the sampling task logs the same lines)."""
+    from mhdsr.sample.bulk import ema_warnings
 
-    lm = plan.lm
-    if cfg.weights != "ema":
-        return []
-    conf_file = Path(lm.path).resolve().parent.parent / "config.yaml"
-    try:
-        conf = yaml.safe_load(conf_file.read_text()) or {}
-        start = int((conf.get("ema") or {}).get("start_step", 0))
-    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
-        return []
-    if int(lm.step) <= start:
-        return [
-            f"weights=ema but {lm.path} is from step {lm.step} <= ema.start_step={start} "
-            f"({conf_file}): its EMA weights equal the raw weights"
-        ]
-    return []
+    return ema_warnings(cfg, plan)
 
 
 def absolute_train_config(cfg: Any) -> Any:

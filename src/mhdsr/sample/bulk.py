@@ -284,6 +284,28 @@ def prepare(cfg: SampleConfig, device: torch.device | str = "cpu") -> Plan:
     )
 
 
+def ema_warnings(cfg: SampleConfig, plan: Plan) -> list[str]:
+    """``weights=ema`` from a run whose EMA never started averaging (its ``config.yaml``, next
+    to the ``export/`` folder of the weights, has ``ema.start_step`` >= the exported step): the
+    EMA weights then equal the raw weights. One line per finding (empty: nothing to say)."""
+    import yaml
+
+    if cfg.weights != "ema":
+        return []
+    conf_file = Path(plan.lm.path).resolve().parent.parent / "config.yaml"
+    try:
+        conf = yaml.safe_load(conf_file.read_text()) or {}
+        start = int((conf.get("ema") or {}).get("start_step", 0))
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return []
+    if int(plan.lm.step) <= start:
+        return [
+            f"weights=ema but {plan.lm.path} is from step {plan.lm.step} <= ema.start_step="
+            f"{start} ({conf_file}): its EMA weights equal the raw weights"
+        ]
+    return []
+
+
 # ----------------------------------------------------------------------------------------------
 # Sampling one sim
 
@@ -487,6 +509,8 @@ def run_sample(
         share = max(1, (os.cpu_count() or 1) // local_world)
         torch.set_num_threads(min(torch.get_num_threads(), share))
     plan = prepare(cfg, device)
+    for w in ema_warnings(cfg, plan):
+        log.warning("%s", w)
     make_output_dir(cfg.output_dir, "output_dir")
     if task_index == 0:
         write_config(cfg, plan)
