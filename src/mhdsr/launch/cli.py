@@ -1,9 +1,13 @@
 """``mhdsr launch {train,sample,status}``: submit to SLURM (or run locally) with submitit.
 
-    mhdsr launch train  --config TRAIN.yaml  [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
-    mhdsr launch forecast --config FORECAST.yaml [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
-    mhdsr launch sample --config SAMPLE.yaml [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
+    mhdsr launch train  --config TRAIN.yaml  [--launch LAUNCH.yaml] [--dry-run] [--force] [key=value ...]
+    mhdsr launch forecast --config FORECAST.yaml [--launch LAUNCH.yaml] [--dry-run] [--force] [key=value ...]
+    mhdsr launch sample --config SAMPLE.yaml [--launch LAUNCH.yaml] [--dry-run] [--force] [key=value ...]
     mhdsr launch status --job-dir DIR
+
+Submission and ``--dry-run`` run the same checks first (:func:`mhdsr.launch.submit.preflight`):
+the job's own start-up checks, no live job of the same kind on the same folders (``--force``
+overrides), and the request against the SLURM partition (:mod:`mhdsr.launch.cluster`).
 
 ``key=value`` overrides are the same as for ``mhdsr train`` / ``mhdsr forecast train`` /
 ``mhdsr sample``, plus launch
