@@ -605,3 +605,11 @@ class _SlowLoader:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
+
+
+class FailingTrainJob(TrainJob):
+    """``TrainJob`` that fails at once in the job (test-only: a failure the submission-time
+    checks cannot see), so ``mhdsr launch status`` must show FAILED and the error line."""
+
+    def __call__(self) -> dict[str, Any]:
+        raise RuntimeError("planted failure in the job (FailingTrainJob)")

@@ -279,7 +279,15 @@ def test_status_exits_1_when_a_record_is_unreadable(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_dry_run_multi_node_gpu_validates_and_submits_nothing(tmp_path, demo_shards, capsys):
+def test_dry_run_multi_node_gpu_validates_and_submits_nothing(
+    tmp_path, demo_shards, capsys, monkeypatch
+):
+    from mhdsr.launch import cluster
+
+    gpu = cluster.Partition("gpu", 2880, None, None, None,
+                            [cluster.Node(f"g{i}", 64, 512_000, 4, "IDLE") for i in range(4)])  # fmt: skip
+    monkeypatch.setattr(cluster, "read_partition", lambda name="": gpu)
+    monkeypatch.setattr("shutil.which", lambda exe: f"/usr/bin/{exe}")
     run_dir = tmp_path / "run"
     argv = ["launch", "train", "--config", str(REPO / "configs/train/gpu-40m.yaml"), "--launch",
             str(REPO / "configs/launch/slurm.yaml"), "--dry-run", f"shards={demo_shards}",
@@ -291,6 +299,7 @@ def test_dry_run_multi_node_gpu_validates_and_submits_nothing(tmp_path, demo_sha
     for line in ("nodes: 4", "tasks_per_node: 4", "gpus_per_node: 4", "timeout_min: 1440",
                  "slurm_partition: 'gpu'", "slurm_signal_delay_s: 120"):  # fmt: skip
         assert f"#   {line}" in out
+    assert "# fits partition gpu: 4 node(s), up to 64 CPUs, 500.0 GB, 4 GPU(s) per node" in out
     assert out.rstrip().endswith("nothing submitted")
     assert not run_dir.exists()
 
@@ -301,7 +310,8 @@ def test_cli_rejects_before_submitting(tmp_path, demo_shards, capsys):
     assert main([*base, "nodez=2"]) == 2
     assert "'nodez' is neither" in capsys.readouterr().err
     assert main([*base, "gpus_per_node=2", "engine.device=cpu"]) == 2
-    assert "GPUs would idle" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "configs/launch/slurm-cpu.yaml" in err and "engine.device=auto" in err
     assert main(["launch", "train", "--config", str(TRAIN_YAML), f"shards={tmp_path}",
                  f"run_dir={tmp_path / 'r'}", "executor=local"]) == 2  # fmt: skip
     assert "no manifest.json" in capsys.readouterr().err

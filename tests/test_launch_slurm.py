@@ -181,7 +181,8 @@ def test_sample_array_requeue_one_task_then_rerun_is_noop(tmp_path, demo_shards,
 def test_sbatch_refusal_is_one_clear_error(tmp_path, demo_shards, capsys):
     run_dir = tmp_path / "run"
     argv = ["launch", "train", "--config", TRAIN_YAML, f"shards={demo_shards}",
-            f"run_dir={run_dir}", *SLURM, "partition=no-such-partition"]  # fmt: skip
+            f"run_dir={run_dir}", *SLURM, "constraint=no-such-feature"]  # fmt: skip
     assert main(argv) == 2
-    assert "error: submission failed: sbatch: error: invalid partition" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: submission failed: sbatch: error: " in err and "feature" in err.lower()
     assert list((run_dir / "jobs").iterdir()) == []  # no leftovers, no record

@@ -312,7 +312,8 @@ def test_native_run_folder_layout(tmp_path, demo_shards, zero_export):
     run = open_run(LO128 / "seed_0002")
     with h5py.File(tmp_path / "mri128_nu3e-5__seed_0002.h5", "r") as f:
         assert f["samples"].shape == (2, 1, 8, 256, 256) and f["input"].shape == (2, 8, 128, 128)
-        assert "key" not in f
+        seed = int(f.attrs["sim_seed"])  # runs get shard-style keys too (every output has `key`)
+        assert f["key"].asstr()[()].tolist() == [f"s{seed:04d}_n00007", f"s{seed:04d}_n00008"]
         assert f["snapshot"][()].tolist() == [7, 8]
         np.testing.assert_array_equal(f["input"][1], run.read_snapshot(8).data)
         assert f["time"][0] == run.snapshot_time(7)[0] and f["cycle"][0] == run.snapshot_time(7)[1]

@@ -1,9 +1,13 @@
 """``mhdsr launch {train,sample,status}``: submit to SLURM (or run locally) with submitit.
 
-    mhdsr launch train  --config TRAIN.yaml  [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
-    mhdsr launch forecast --config FORECAST.yaml [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
-    mhdsr launch sample --config SAMPLE.yaml [--launch LAUNCH.yaml] [--dry-run] [key=value ...]
+    mhdsr launch train  --config TRAIN.yaml  [--launch LAUNCH.yaml] [--dry-run] [--force] [key=value ...]
+    mhdsr launch forecast --config FORECAST.yaml [--launch LAUNCH.yaml] [--dry-run] [--force] [key=value ...]
+    mhdsr launch sample --config SAMPLE.yaml [--launch LAUNCH.yaml] [--dry-run] [--force] [key=value ...]
     mhdsr launch status --job-dir DIR
+
+Submission and ``--dry-run`` run the same checks first (:func:`mhdsr.launch.submit.preflight`):
+the job's own start-up checks, no live job of the same kind on the same folders (``--force``
+overrides), and the request against the SLURM partition (:mod:`mhdsr.launch.cluster`).
 
 ``key=value`` overrides are the same as for ``mhdsr train`` / ``mhdsr forecast train`` /
 ``mhdsr sample``, plus launch
@@ -20,17 +24,21 @@ _LAUNCH_HELP = (
     "launch settings YAML (e.g. configs/launch/slurm.yaml); launch keys may also be given as "
     "key=value overrides: executor, nodes, gpus_per_node, tasks_per_node, cpus_per_task, mem_gb, "
     "partition, account, qos, constraint, time, exclusive, array_parallelism, sims_per_task, "
-    "max_requeues, job_dir, ...; without this file the schema defaults apply (executor slurm, "
-    "see `--dry-run` or configs/launch/slurm.yaml)"
+    "max_requeues, job_dir, ...; without this file the schema defaults apply (executor=slurm "
+    "time=4h nodes=1 gpus_per_node=0 tasks_per_node=0 cpus_per_task=4: NOT those of "
+    "configs/launch/slurm.yaml; `--dry-run` prints them). Shipped: configs/launch/slurm.yaml (GPU "
+    "partitions), configs/launch/slurm-cpu.yaml (CPU-only), configs/launch/local.yaml (no SLURM)"
 )
 
 
 _ROUTING = (
     "Each key=value goes to exactly one config: launch.KEY=V to the launch settings; a bare key "
-    "whose first part is a field of the train/sample config to that config; a bare key that is "
+    "whose first part is a field of the {what} config to that config; a bare key that is "
     "a launch field (nodes, time, ...) to the launch settings; any other key is an error. "
-    "Everything is validated before submission."
+    "Everything is validated before submission, and everything the job checks at start is "
+    "checked here too (also by --dry-run), with the request against the SLURM partition."
 )
+_WHAT = {"train": "train", "forecast": "forecast train", "sample": "sample"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("train", "submit a training job (TRAIN config + launch settings)",
          "mhdsr launch train --config configs/train/cpu-small.yaml --launch "
          "configs/launch/slurm.yaml nodes=4 gpus_per_node=4 partition=gpu time=24h "
-         "engine.device=auto max_steps=200000"),
+         "engine.device=auto max_steps=200000\n"
+         "  mhdsr launch train --config configs/train/cpu-small.yaml --launch "
+         "configs/launch/slurm-cpu.yaml tasks_per_node=2 cpus_per_task=4  # CPU-only cluster"),
         ("forecast", "submit a forecast training job (FORECAST train config + launch settings)",
          "mhdsr launch forecast --config configs/forecast/cpu-small.yaml --launch "
          "configs/launch/slurm.yaml nodes=1 gpus_per_node=4 partition=gpu time=12h "
@@ -60,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         q = lsub.add_parser(
             kind,
             help=text,
-            description=textwrap.fill(f"{text}. {_ROUTING}", 79),
+            description=textwrap.fill(f"{text}. {_ROUTING.format(what=_WHAT[kind])}", 79),
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -74,12 +84,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument(
             "--dry-run",
             action="store_true",
-            help="validate and print what would be submitted; submit nothing",
+            help="run every check a submission makes (the job's own start-up checks, live jobs "
+            "on the same folders, the request against the SLURM partition) and print what would "
+            "be submitted; submit nothing",
+        )
+        q.add_argument(
+            "--force",
+            action="store_true",
+            help=f"submit even if a {kind} job for the same "
+            f"{'output_dir' if kind == 'sample' else 'run_dir'} or job folder is still pending "
+            "or running",
         )
         q.set_defaults(func=_run, kind=kind)
     s = lsub.add_parser(
         "status",
         help="what a job folder's submissions did: job states; sims done/failed/pending; train step",
+        description="Per submission in a job folder (default <run_dir>/jobs or <output_dir>/jobs): "
+        "each job's SLURM state with its reason (e.g. PENDING (Resources)), restarts, its log file, "
+        "its own progress (training: steps this job made; sampling: sims and samples per array "
+        "task) and, for FAILED, the last error line of its log; then the sims done / failed / "
+        "pending now. Exit status 1 if a record or result file cannot be read.",
     )
     s.add_argument("--job-dir", required=True, metavar="DIR", help="job folder of a launch")
     s.set_defaults(func=_status)
@@ -100,6 +124,8 @@ def _target_schema(kind: str) -> type:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import sys
+
     from mhdsr.config import load_config, to_yaml
     from mhdsr.launch import status as launch_status
     from mhdsr.launch import submit as launcher
@@ -110,34 +136,42 @@ def _run(args: argparse.Namespace) -> int:
     launch = load_launch_config(args.launch, launch_over)
     cfg = load_config(schema, args.config, target_over)
     trains = args.kind in ("train", "forecast")  # a forecast job is a training job
-    if args.dry_run:
-        if trains:
-            cfg = launcher.absolute_train_config(cfg)
-            launcher.check_train(cfg, launch)
-            nodes, tasks = launch.nodes, launch.ranks_per_node()
-        else:
-            cfg = launcher.absolute_sample_config(cfg)
-            nodes, tasks = 1, 1
-        name = launch.job_name or f"mhdsr-{args.kind}"
-        params = executor_parameters(launch, nodes=nodes, tasks_per_node=tasks, name=name)
-        print(f"# {args.kind} config\n{to_yaml(cfg)}# launch config\n{to_yaml(launch)}", end="")
-        print(f"# submitit parameters ({launch.executor})")
-        for k, v in params.items():
-            print(f"#   {k}: {v!r}")
-        if args.kind == "sample":
-            print(f"# {launcher.describe_sample_plan(cfg, launch)}")
-        print("# dry run: nothing submitted")
-        return 0
+    factory = None
     if args.kind == "forecast":
         from mhdsr.launch.jobs import ForecastTrainJob
 
+        factory = ForecastTrainJob
         if not launch.job_name:
             launch.job_name = "mhdsr-forecast"
-        sub = launcher.submit_train(cfg, launch, job_factory=ForecastTrainJob)
+    if args.dry_run:
+        task_cls = factory.task_class() if factory is not None else None
+        pre = launcher.preflight(
+            "train" if trains else "sample", cfg, launch, force=args.force, task_cls=task_cls
+        )
+        name = launch.job_name or f"mhdsr-{args.kind}"
+        params = executor_parameters(
+            launch, nodes=pre.nodes, tasks_per_node=pre.tasks_per_node, name=name
+        )
+        print(f"# {args.kind} config\n{to_yaml(pre.cfg)}# launch config\n{to_yaml(launch)}", end="")
+        print(f"# submitit parameters ({launch.executor})")
+        for k, v in params.items():
+            print(f"#   {k}: {v!r}")
+        if pre.partition and pre.partition.startswith("partition "):
+            print(f"# fits {pre.partition}")
+        elif pre.partition:
+            print(f"# {pre.partition}")
+        if args.kind == "sample":
+            print(f"# {launcher.describe_sample_plan(pre.cfg, launch)}")
+        for w in pre.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print("# checks passed; dry run: nothing submitted")
+        return 0
+    if factory is not None:
+        sub = launcher.submit_train(cfg, launch, job_factory=factory, force=args.force)
     elif args.kind == "train":
-        sub = launcher.submit_train(cfg, launch)
+        sub = launcher.submit_train(cfg, launch, force=args.force)
     else:
-        sub = launcher.submit_sample(cfg, launch)
+        sub = launcher.submit_sample(cfg, launch, force=args.force)
         if sub is None:
             print(f"nothing to submit: every simulation is complete in {cfg.output_dir}")
             return 0

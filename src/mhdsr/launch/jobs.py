@@ -49,6 +49,13 @@ class TrainJob(Checkpointable):
     def __init__(self, train_config: dict[str, Any]) -> None:
         self.train_config = train_config
 
+    @staticmethod
+    def task_class() -> type:
+        """The task the job trains (built at submission too, to check the data first)."""
+        from mhdsr.train.task import SRTask
+
+        return SRTask
+
     def __call__(self) -> dict[str, Any]:
         """Train (or resume) to ``max_steps``; returns :func:`~mhdsr.train.task.train`'s summary."""
         # Values inherited from the submitting shell (e.g. inside salloc) are stale: overwrite.
@@ -79,6 +86,13 @@ class ForecastTrainJob(TrainJob):
         train_config: the resolved :class:`~mhdsr.forecast.config.ForecastTrainConfig` as a
             plain dict.
     """
+
+    @staticmethod
+    def task_class() -> type:
+        """The task the job trains (built at submission too, to check the data first)."""
+        from mhdsr.forecast.task import ForecastTask
+
+        return ForecastTask
 
     def __call__(self) -> dict[str, Any]:
         """Train (or resume) the forecast model to ``max_steps``; returns the run summary."""

@@ -73,6 +73,7 @@ class Submission:
     num_tasks: int = 0
     tasks: list[int] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def main_id(self) -> str:
@@ -180,6 +181,147 @@ def _submit(ex: submitit.AutoExecutor, calls: Sequence[Any]) -> list[Any]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Before submitting: live jobs of the same kind, what the partition offers
+# ----------------------------------------------------------------------------------------------
+
+#: the file in a run_dir / output_dir that lists the job folders of its submissions
+LEDGER = ".mhdsr-launch.jsonl"
+
+
+def _job_alive(executor: str, job_id: str, squeue: dict[str, tuple[str, str]]) -> str | None:
+    """The job's state if it is queued or running (may still write), else None."""
+    if executor == "slurm":
+        st = squeue.get(job_id)
+        return st[0] if st is not None and st[0] not in ENDED_STATES else None
+    if executor == "local" and job_id.isdigit():
+        try:
+            os.kill(int(job_id), 0)
+        except OSError:
+            return None
+        return "RUNNING"
+    return None
+
+
+def live_jobs(kind: str, job_dir: Path, base: str | Path) -> list[tuple[str, str, Path]]:
+    """Submissions of ``kind`` for the same job folder or run/output folder that are still
+    PENDING/RUNNING (or otherwise not ended): ``[(job id, state, record), ...]``.
+
+    Looks at the records in ``job_dir``, in ``<base>/jobs`` and in every job folder that
+    ``<base>/.mhdsr-launch.jsonl`` lists (a custom ``job_dir`` of an earlier submission).
+    """
+    import json
+
+    from mhdsr.launch.cluster import squeue_states
+
+    dirs = [job_dir, Path(base) / "jobs"]
+    ledger = Path(base) / LEDGER
+    if ledger.is_file():
+        for line in ledger.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                dirs.append(Path(json.loads(line)["job_dir"]))
+    found: list[tuple[str, str, Path]] = []
+    for d in dict.fromkeys(p.resolve() for p in dirs):
+        for rec_path in sorted(d.glob("*_submission.json")) if d.is_dir() else []:
+            try:
+                rec = json.loads(rec_path.read_text())
+                ids, executor = [str(j) for j in rec["job_ids"]], str(rec["executor"])
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            if rec.get("kind") != kind:
+                continue
+            sq = squeue_states(ids) if executor == "slurm" else {}
+            for jid in ids:
+                state = _job_alive(executor, jid, sq)
+                if state is not None:
+                    found.append((jid, state, rec_path))
+    return found
+
+
+def refuse_duplicates(kind: str, job_dir: Path, base: str | Path, what: str) -> None:
+    """Raise if a live submission of ``kind`` uses the same job folder or ``base`` folder.
+
+    Raises:
+        LaunchError: naming the live job id(s), their state and record; ``--force`` overrides.
+    """
+    live = live_jobs(kind, job_dir, base)
+    if live:
+        ids = ", ".join(f"{j} ({s})" for j, s, _ in live[:8])
+        raise LaunchError(
+            f"{what} {base} already has a live {kind} job: {ids}, recorded in {live[0][2]}; "
+            f"wait for it, cancel it (scancel {live[0][0].split('_', 1)[0]}), or pass --force to "
+            "submit another one anyway"
+        )
+
+
+def check_partition(launch: LaunchConfig, *, nodes: int, tasks_per_node: int) -> str | None:
+    """For ``executor=slurm``: refuse a request the partition can never run (see
+    :func:`mhdsr.launch.cluster.check_request`); returns a summary of the partition."""
+    if launch.executor != "slurm":
+        return None
+    import shutil
+
+    from mhdsr.launch.cluster import check_request
+
+    if shutil.which("scontrol") is None:  # e.g. --dry-run on a laptop; sbatch is refused later
+        return "no partition checked (no SLURM client on this machine)"
+
+    return check_request(launch, nodes=nodes, tasks_per_node=tasks_per_node)
+
+
+def _append_ledger(base: str | Path, sub: Submission) -> None:
+    import json
+
+    with contextlib.suppress(OSError):
+        Path(base).mkdir(parents=True, exist_ok=True)
+        with (Path(base) / LEDGER).open("a") as f:
+            f.write(json.dumps({"kind": sub.kind, "job_id": sub.main_id,
+                                "job_dir": str(sub.job_dir)}) + "\n")  # fmt: skip
+
+
+@dataclass
+class Preflight:
+    """What :func:`preflight` found: the config with absolute paths, the job folder, warnings,
+    and the partition summary (SLURM)."""
+
+    cfg: Any
+    job_dir: Path
+    warnings: list[str]
+    partition: str | None
+    nodes: int
+    tasks_per_node: int
+
+
+def preflight(
+    kind: str, cfg: Any, launch: LaunchConfig, *, force: bool = False, task_cls: Any = None
+) -> Preflight:
+    """Every check made before a submission (also by ``--dry-run``): the job's own start-up
+    checks (:func:`check_train` / :func:`check_sample`), no live job of the same kind on the
+    same folders (unless ``force``), and the request against the SLURM partition.
+
+    Raises:
+        ConfigError, LaunchError, MhdsrError: the first check that fails.
+    """
+    if kind == "train":
+        cfg = absolute_train_config(cfg)
+        warnings = check_train(cfg, launch, task_cls)
+        base, what, nodes, tasks = cfg.run_dir, "run_dir", launch.nodes, launch.ranks_per_node()
+        if not launch.tasks_per_node and not launch.gpus_per_node:
+            warnings.append(
+                "gpus_per_node=0 and tasks_per_node=0: one rank per node; for N CPU ranks set "
+                "tasks_per_node=N (configs/launch/slurm-cpu.yaml)"
+            )
+    else:
+        cfg = absolute_sample_config(cfg)
+        warnings = check_sample(cfg, launch)
+        base, what, nodes, tasks = cfg.output_dir, "output_dir", 1, 1
+    job_dir = default_job_dir(launch, base)
+    if not force:
+        refuse_duplicates(kind, job_dir, base, what)
+    part = check_partition(launch, nodes=nodes, tasks_per_node=tasks)
+    return Preflight(cfg, job_dir, warnings, part, nodes, tasks)
+
+
+# ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
 
@@ -189,25 +331,106 @@ def default_job_dir(launch: LaunchConfig, base: str | Path) -> Path:
     return Path(launch.job_dir or Path(base) / "jobs").expanduser().resolve()
 
 
-def check_train(cfg: Any, launch: LaunchConfig) -> None:
-    """Cross-checks of a train config against the launch config (before submission).
+def check_train(cfg: Any, launch: LaunchConfig, task_cls: Any = None) -> list[str]:
+    """Everything a training job would refuse at start, checked before submission.
+
+    Device against GPUs, the shard folder (manifest, channels, split, validation window: the
+    task is built from the shards as the job would), and, when ``run_dir`` already holds a
+    checkpoint, that the model-defining settings and the normalization match it (the job would
+    refuse to resume otherwise).
+
+    Args:
+        cfg: train (or forecast train) config with absolute paths.
+        launch: launch config.
+        task_cls: the task class the job builds (``SRTask`` by default).
+
+    Returns:
+        Warnings (e.g. ``max_steps`` below ``ema.start_step``), each one line.
 
     Raises:
-        ConfigError: CUDA requested without GPUs, or GPUs requested for a cpu-only config.
+        ConfigError: CUDA requested without GPUs, GPUs requested for a cpu-only config, or the
+            run folder's checkpoint was trained with other settings.
         LaunchError: the shard folder has no ``manifest.json``.
+        MhdsrError: the shards cannot be used (what the job would raise).
     """
     if launch.gpus_per_node == 0 and cfg.engine.device == "cuda":
         raise ConfigError(
-            "config key 'engine.device' is cuda but launch.gpus_per_node=0: request GPUs "
-            "(gpus_per_node=4) or train on cpu"
+            "config key 'engine.device' is cuda but launch.gpus_per_node=0: on a GPU cluster use "
+            "--launch configs/launch/slurm.yaml (gpus_per_node=4); on a CPU-only cluster "
+            "engine.device=cpu"
         )
     if launch.gpus_per_node > 0 and cfg.engine.device == "cpu":
         raise ConfigError(
-            f"launch.gpus_per_node={launch.gpus_per_node} but engine.device=cpu: the GPUs would "
-            "idle; use engine.device=auto (or cuda)"
+            f"launch.gpus_per_node={launch.gpus_per_node} but engine.device=cpu: on a CPU-only "
+            "cluster use --launch configs/launch/slurm-cpu.yaml (or gpus_per_node=0 "
+            "tasks_per_node=N cpus_per_task=M); on a GPU cluster set engine.device=auto"
         )
     if not (Path(cfg.shards) / "manifest.json").is_file():
         raise LaunchError(f"shards={cfg.shards}: no manifest.json there (build shards first)")
+    if task_cls is None:
+        from mhdsr.train.task import SRTask as task_cls
+    from mhdsr.runtime import checkpoint as ckpt
+    from mhdsr.runtime.loop import check_frozen, check_normalization
+
+    task = task_cls(cfg, None)  # reads and checks the data description, as the job does first
+    latest = ckpt.find_latest(cfg.run_dir)
+    if latest is not None:
+        if latest.config is not None:
+            check_frozen(cfg, latest.config, task.frozen_keys)
+        check_normalization(
+            cfg,
+            latest.normalization,
+            task.normalization,
+            task.manifest_sha256,
+            latest.manifest_sha256,
+        )
+    return train_warnings(cfg)
+
+
+def train_warnings(cfg: Any) -> list[str]:
+    """Settings that run but are probably not meant (one line each)."""
+    warn = []
+    ema = getattr(cfg, "ema", None)
+    if ema is not None and cfg.max_steps <= ema.start_step:
+        warn.append(
+            f"max_steps={cfg.max_steps} <= ema.start_step={ema.start_step}: the EMA never "
+            "averages, the exported 'ema' weights (sampling's default weights=ema) equal the "
+            "raw weights; lower ema.start_step or train longer"
+        )
+    return warn
+
+
+def check_sample(cfg: Any, launch: LaunchConfig) -> list[str]:
+    """Everything a sampling task would refuse at start, checked before submission: device
+    against GPUs, the checkpoint, the inputs and their channels, resolutions, sampler options,
+    and existing output files made with other settings (``mhdsr.sample.bulk.prepare`` on cpu).
+
+    Returns:
+        Warnings (e.g. EMA weights that equal the raw weights).
+
+    Raises:
+        ConfigError: ``device=cuda`` without ``gpus_per_node``; see ``prepare``.
+        LaunchError: no checkpoint.
+        MhdsrError: what the job would raise in ``prepare``.
+    """
+    if cfg.device == "cuda" and launch.gpus_per_node == 0:
+        raise ConfigError(
+            "config key 'device' is cuda but launch.gpus_per_node=0: request a GPU per array "
+            "task (gpus_per_node=1) or sample with device=cpu"
+        )
+    if not Path(cfg.checkpoint).exists():
+        raise LaunchError(f"checkpoint={cfg.checkpoint}: no such run folder or weights file")
+    from mhdsr.sample.bulk import prepare
+
+    plan = prepare(cfg, "cpu")
+    return sample_warnings(cfg, plan)
+
+
+def sample_warnings(cfg: Any, plan: Any) -> list[str]:
+    """See :func:`mhdsr.sample.bulk.ema_warnings` (the sampling task logs the same lines)."""
+    from mhdsr.sample.bulk import ema_warnings
+
+    return ema_warnings(cfg, plan)
 
 
 def absolute_train_config(cfg: Any) -> Any:
@@ -218,7 +441,11 @@ def absolute_train_config(cfg: Any) -> Any:
 
 
 def submit_train(
-    cfg: Any, launch: LaunchConfig, *, job_factory: Callable[[dict[str, Any]], Any] = TrainJob
+    cfg: Any,
+    launch: LaunchConfig,
+    *,
+    job_factory: Callable[[dict[str, Any]], Any] = TrainJob,
+    force: bool = False,
 ) -> Submission:
     """Submit one training job: ``nodes`` x ``ranks_per_node`` tasks running :class:`TrainJob`.
 
@@ -229,16 +456,17 @@ def submit_train(
         launch: validated launch config.
         job_factory: builds the submitted callable from the config dict; a subclass of
             :class:`TrainJob` (extra per-task setup) may be given, :class:`TrainJob` by default.
+        force: submit even if a training job for the same run_dir / job folder is live.
 
     Returns:
         The :class:`Submission` (its record and resolved configs are written in the job folder).
 
     Raises:
-        ConfigError, LaunchError: see :func:`check_train` and :func:`make_executor`.
+        ConfigError, LaunchError, MhdsrError: see :func:`preflight` and :func:`make_executor`.
     """
-    cfg = absolute_train_config(cfg)
-    check_train(cfg, launch)
-    job_dir = default_job_dir(launch, cfg.run_dir)
+    task_cls = getattr(job_factory, "task_class", TrainJob.task_class)()
+    pre = preflight("train", cfg, launch, force=force, task_cls=task_cls)
+    cfg, job_dir = pre.cfg, pre.job_dir
     ex = make_executor(
         launch,
         job_dir,
@@ -248,8 +476,15 @@ def submit_train(
     )
     cfg_dict = to_dict(cfg)
     (job,) = _submit(ex, [job_factory(cfg_dict)])
-    sub = Submission("train", launch.executor, job_dir, [job], Path())
-    extra: dict[str, Any] = {"run_dir": cfg.run_dir}
+    sub = Submission("train", launch.executor, job_dir, [job], Path(), warnings=pre.warnings)
+    from mhdsr.runtime import checkpoint as ckpt
+
+    latest = ckpt.find_latest(cfg.run_dir)
+    extra: dict[str, Any] = {
+        "run_dir": cfg.run_dir,
+        "step_at_submission": latest.step if latest else 0,
+    }
+    _append_ledger(cfg.run_dir, sub)
     if launch.executor == "debug":
         # runs here, now (an exception propagates, after submitit's pdb hook)
         extra["debug_results"] = {str(job.job_id): job.result()}
@@ -347,7 +582,7 @@ def describe_sample_plan(cfg: Any, launch: LaunchConfig) -> str:
     )
 
 
-def submit_sample(cfg: Any, launch: LaunchConfig) -> Submission | None:
+def submit_sample(cfg: Any, launch: LaunchConfig, *, force: bool = False) -> Submission | None:
     """Submit a job array over the simulations that are not complete yet.
 
     Returns None (and submits nothing) when every simulation is complete. Otherwise one array
@@ -360,27 +595,20 @@ def submit_sample(cfg: Any, launch: LaunchConfig) -> Submission | None:
     Args:
         cfg: validated sample config (paths made absolute here).
         launch: validated launch config.
+        force: submit even if a sampling job for the same output_dir / job folder is live (each
+            sim file is still written by one task at a time: tasks lock it).
 
     Returns:
         The :class:`Submission`, or None when nothing is pending.
 
     Raises:
-        ConfigError: ``device=cuda`` without ``gpus_per_node``.
-        LaunchError: no checkpoint, or see :func:`make_executor`.
-        MhdsrError: the inputs cannot be listed (``list_work``).
+        ConfigError, LaunchError, MhdsrError: see :func:`preflight` and :func:`make_executor`.
     """
-    cfg = absolute_sample_config(cfg)
-    if cfg.device == "cuda" and launch.gpus_per_node == 0:
-        raise ConfigError(
-            "config key 'device' is cuda but launch.gpus_per_node=0: request a GPU per array "
-            "task (gpus_per_node=1) or sample on cpu"
-        )
-    if not Path(cfg.checkpoint).exists():
-        raise LaunchError(f"checkpoint={cfg.checkpoint}: no such run folder or weights file")
+    pre = preflight("sample", cfg, launch, force=force)
+    cfg, job_dir = pre.cfg, pre.job_dir
     work, pending, n, tasks = plan_sample(cfg, launch)
     if not tasks:
         return None
-    job_dir = default_job_dir(launch, cfg.output_dir)
     ex = make_executor(
         launch, job_dir, nodes=1, tasks_per_node=1, name=launch.job_name or "mhdsr-sample"
     )
@@ -388,8 +616,10 @@ def submit_sample(cfg: Any, launch: LaunchConfig) -> Submission | None:
         ex.update_parameters(slurm_array_parallelism=launch.array_parallelism)
     cfg_dict = to_dict(cfg)
     jobs = _submit(ex, [SampleJob(cfg_dict, k, n) for k in tasks])
-    sub = Submission("sample", launch.executor, job_dir, jobs, Path(), n, tasks, pending)
+    sub = Submission("sample", launch.executor, job_dir, jobs, Path(), n, tasks, pending,
+                     warnings=pre.warnings)  # fmt: skip
     extra = {"output_dir": str(cfg.output_dir), "work": len(work)}
+    _append_ledger(cfg.output_dir, sub)
     if launch.executor == "debug":  # run here, now, one after another
         extra["debug_results"] = {str(j.job_id): j.result() for j in jobs}
     sub.record = _write_record(sub, cfg, launch, extra=extra)
@@ -456,4 +686,5 @@ def describe(sub: Submission, launch: LaunchConfig) -> str:
     if sub.executor == "slurm":
         lines.append(f"                 squeue -j {sub.main_id}")
     lines.append(f"  status       : mhdsr launch status --job-dir {sub.job_dir}")
+    lines += [f"warning: {w}" for w in sub.warnings]
     return "\n".join(lines)

@@ -30,6 +30,8 @@ missing sims and gives the same files as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -100,6 +102,24 @@ def status(cfg: SampleConfig, names: list[str] | None = None) -> dict[str, list[
         done = read_settings(output_path(cfg.output_dir, name)) is not None
         out["done" if done else "pending"].append(name)
     return out
+
+
+@contextlib.contextmanager
+def sim_lock(path: Path) -> Any:
+    """Hold an exclusive ``flock`` on ``.<file>.lock`` next to a sim's output while writing it;
+    yields False (without waiting) when another live process holds it. The lock dies with its
+    process, so a killed task never leaves a sim locked."""
+    lock = path.parent / f".{path.name}.lock"
+    with lock.open("a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def assigned(names: list[str], task_index: int, num_tasks: int) -> list[str]:
@@ -264,6 +284,28 @@ def prepare(cfg: SampleConfig, device: torch.device | str = "cpu") -> Plan:
     )
 
 
+def ema_warnings(cfg: SampleConfig, plan: Plan) -> list[str]:
+    """``weights=ema`` from a run whose EMA never started averaging (its ``config.yaml``, next
+    to the ``export/`` folder of the weights, has ``ema.start_step`` >= the exported step): the
+    EMA weights then equal the raw weights. One line per finding (empty: nothing to say)."""
+    import yaml
+
+    if cfg.weights != "ema":
+        return []
+    conf_file = Path(plan.lm.path).resolve().parent.parent / "config.yaml"
+    try:
+        conf = yaml.safe_load(conf_file.read_text()) or {}
+        start = int((conf.get("ema") or {}).get("start_step", 0))
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return []
+    if int(plan.lm.step) <= start:
+        return [
+            f"weights=ema but {plan.lm.path} is from step {plan.lm.step} <= ema.start_step="
+            f"{start} ({conf_file}): its EMA weights equal the raw weights"
+        ]
+    return []
+
+
 # ----------------------------------------------------------------------------------------------
 # Sampling one sim
 
@@ -339,7 +381,7 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
         channels=list(lm.channels),
         hi_shape=plan.hi_shapes[sim.name],
         lo_shape=sim.lo_shape,
-        with_keys=sim.source.startswith("shards"),
+        with_keys=True,  # every output has `key` (runs: the shard-style key of the snapshot)
         attrs=_attrs(plan, sim),
     ) as w:
         for name, arr in sim.datasets.items():  # forecast inputs: init_index, lead
@@ -360,7 +402,7 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
                     time=t_sim,
                     snapshot=sim.snaps[t].snapshot,
                     cycle=cycle,
-                    key=sim.snaps[t].key,
+                    key=sim.snaps[t].key or f"s{sim.seed:04d}_n{sim.snaps[t].snapshot:05d}",
                 )
                 lo_n = lm.normalize(torch.from_numpy(lo).to(dev)[None])
                 u_cache[t] = (lo_n[0], lm.form.up(lo_n)[0])
@@ -443,7 +485,8 @@ def run_sample(
             ...``; default from the launch environment (rank / world size; 0 / 1 alone).
 
     Returns:
-        ``{"done", "skipped", "failed"}`` (lists of sim names of this task), ``errors``
+        ``{"done", "skipped", "failed", "busy"}`` (lists of sim names of this task; ``busy``:
+        being written by another live task, which holds its lock), ``errors``
         ({sim: message}), ``samples``, ``seconds``, ``samples_per_s``, ``nfe_per_sample``,
         ``task_index``, ``num_tasks``, ``device``, ``output_dir``.
 
@@ -466,6 +509,8 @@ def run_sample(
         share = max(1, (os.cpu_count() or 1) // local_world)
         torch.set_num_threads(min(torch.get_num_threads(), share))
     plan = prepare(cfg, device)
+    for w in ema_warnings(cfg, plan):
+        log.warning("%s", w)
     make_output_dir(cfg.output_dir, "output_dir")
     if task_index == 0:
         write_config(cfg, plan)
@@ -499,19 +544,28 @@ def run_sample(
         # always samples/s (tqdm would switch to s/sample below 1/s)
         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]",
     )
-    done, failed, errors = [], [], {}
+    done, failed, busy, errors = [], [], [], {}
     n_samples, t0 = 0, time.perf_counter()
     with bar:
         for sim in todo:
             bar.set_postfix_str(sim.name, refresh=False)
             ts = time.perf_counter()
-            try:
-                path = sample_sim(plan, sim, on_batch=bar.update)
-            except (MhdsrError, OSError) as e:
-                failed.append(sim.name)
-                errors[sim.name] = str(e)
-                log.error("%s: failed: %s", sim.name, e)
-                continue
+            out_file = output_path(cfg.output_dir, sim.name)
+            with sim_lock(out_file) as held:  # one writer per sim, even across submissions
+                if not held:
+                    busy.append(sim.name)
+                    log.info("%s: another live task is writing it: left to that task", sim.name)
+                    continue
+                if read_settings(out_file) is not None:  # completed meanwhile by another task
+                    skipped.append(sim.name)
+                    continue
+                try:
+                    path = sample_sim(plan, sim, on_batch=bar.update)
+                except (MhdsrError, OSError) as e:
+                    failed.append(sim.name)
+                    errors[sim.name] = str(e)
+                    log.error("%s: failed: %s", sim.name, e)
+                    continue
             k = len(sim.snaps) * cfg.ensemble
             n_samples += k
             dt = time.perf_counter() - ts
@@ -524,6 +578,7 @@ def run_sample(
         "done": done,
         "skipped": skipped,
         "failed": failed,
+        "busy": busy,
         "errors": errors,
         "samples": n_samples,
         "seconds": seconds,

@@ -7,7 +7,7 @@ Layout of ``<output_dir>/<sim with "/" -> "__">.h5``::
     time      (T,)            float64  simulation time of each snapshot
     snapshot  (T,)            int64    AthenaK file number
     cycle     (T,)            int64    AthenaK cycle (-1 if unknown)
-    key       (T,)            str      shard sample keys (inputs from shards only)
+    key       (T,)            str      sample keys s{seed:04d}_n{snapshot:05d} (AthenaK runs: same form)
     attrs: channels, sampler (JSON), checkpoint, checkpoint_sha256, checkpoint_step, weights,
            sigma, seed, ensemble, code_version, sim, sim_seed, source, lo_kind, upsample,
            formulation (interpolant | residual), scale, project, derive_jz, norm_mean, norm_std (the model's
