@@ -6,14 +6,17 @@ Both figures run the loader's own code on full 256^2 ``hi`` samples of the bundl
 8 as in gpu-40m, shuffle buffer 32), page cache warm:
 
 * ``in_memory``: the tar bytes already in memory (``bytes``); the loader's tar reader
-  (:func:`mhdsr.dataset.stream.tar_samples`) over them, :func:`mhdsr.dataset.npy.decode_npy`
+  (:func:`mhdsr.dataset.shards.tar_samples`) over them, the per-sample checksum check, :func:`mhdsr.dataset.npy.decode_npy`
   (a view) and :meth:`~mhdsr.dataset.normalize.Normalizer.normalize_into` straight into the
   batch tensor: the decode work alone, in this process (no file reads, no shuffle, no process
   hand-off);
 * ``loader_1_worker``: :func:`mhdsr.dataset.stream.make_loader` with ONE worker process, as
   training runs it: shard files read by the worker, shuffle buffer, batches in reused shared
   memory, received (and copied out of the buffer) by this process;
-* ``loader_in_process``: the same stream without a worker (``workers=0``), for reference.
+* ``loader_in_process``: the same stream without a worker (``workers=0``), for reference;
+* ``checksum_cost``: the in-memory decode with the per-sample CRC-32 check of
+  :mod:`mhdsr.dataset.shards` (what the loader does) over the same decode without it (goal:
+  >= 0.95, the check costs at most 5 % of the loader's decode rate).
 
 Augmentation, crops, ``lo = avgpool2(hi)``, ``u = Up(lo)`` and the noise are not loader work:
 they run on the training device (:func:`mhdsr.method.loss.training_loss`).
@@ -45,7 +48,8 @@ from common import REPO
 from mhdsr.dataset.manifest import normalization, read_manifest
 from mhdsr.dataset.normalize import Normalizer
 from mhdsr.dataset.npy import decode_npy
-from mhdsr.dataset.stream import ShardStream, make_loader, shard_list, tar_samples
+from mhdsr.dataset.shards import JSON, check_sample, tar_samples
+from mhdsr.dataset.stream import ShardStream, make_loader, shard_list
 
 #: gpu-40m's loader settings
 MICRO_BATCH, SHUFFLE = 8, 32
@@ -69,11 +73,14 @@ def _setup(shards: Path) -> tuple[list[str], Normalizer, tuple[int, ...]]:
     return shard_list(shards, m, "train"), norm, tuple(m["shapes"]["hi"])
 
 
-def in_memory_decoder(urls: list[str], norm: Normalizer, shape: tuple[int, ...]):
+def in_memory_decoder(
+    urls: list[str], norm: Normalizer, shape: tuple[int, ...], verify: bool = True
+):
     """``n -> seconds`` to decode ``n`` samples (rounded up to whole batches) from the tar bytes
     held in memory, cycling over the shards: the loader's tar reader
-    (:func:`~mhdsr.dataset.stream.tar_samples`) over ``io.BytesIO``, the loader's decode and
-    finite check, normalization straight into the batch."""
+    (:func:`~mhdsr.dataset.shards.tar_samples`) over ``io.BytesIO``, the loader's checksum
+    check (``verify``; without it the json member is read all the same), decode and finite
+    check, normalization straight into the batch."""
     blobs = [Path(u).read_bytes() for u in urls]
 
     def decode(n: int) -> float:
@@ -82,7 +89,9 @@ def in_memory_decoder(urls: list[str], norm: Normalizer, shape: tuple[int, ...])
         out, i = torch.empty((MICRO_BATCH, *shape)), 0
         while done < n:
             for blob in blobs:
-                for s in tar_samples(io.BytesIO(blob), "memory", ("hi.npy",)):
+                for s in tar_samples(io.BytesIO(blob), "memory", ("hi.npy", JSON), verify=False):
+                    if verify:
+                        check_sample(s)
                     x = decode_npy(s["hi.npy"], s["__key__"], "hi.npy", shape, copy=False)
                     if not np.isfinite(x.sum()):
                         raise ValueError("non-finite sample")
@@ -100,6 +109,7 @@ def measure(shards: Path, quick: bool) -> dict:
     urls, norm, shape = _setup(shards)
     torch.set_num_threads(1)
     decode = in_memory_decoder(urls, norm, shape)
+    unchecked = in_memory_decoder(urls, norm, shape, verify=False)
     n = 4 * MICRO_BATCH if quick else 8 * MICRO_BATCH
     blocks = 3 if quick else 6
 
@@ -118,9 +128,11 @@ def measure(shards: Path, quick: bool) -> dict:
     inproc = make_loader(stream(), 0, 2, pin_memory=False).segment(0)
     try:
         decode(MICRO_BATCH), timed(worker), timed(inproc)  # warm-up: page cache, workers, buffers
-        r_mem, r_w, r_p = [], [], []
+        unchecked(MICRO_BATCH)
+        r_mem, r_w, r_p, r_u = [], [], [], []
         for _ in range(blocks):
             r_mem.append(n / decode(n))
+            r_u.append(n / unchecked(n))
             r_w.append(n / timed(worker))
             r_p.append(n / timed(inproc))
     finally:
@@ -128,6 +140,7 @@ def measure(shards: Path, quick: bool) -> dict:
         inproc.shutdown()
     mem, w1, p0 = statistics.median(r_mem), statistics.median(r_w), statistics.median(r_p)
     ratios = [w / m for w, m in zip(r_w, r_mem)]
+    crc = [m / u for m, u in zip(r_mem, r_u)]
     return {
         "sample_MB": round(4 * math.prod(shape) / 1e6, 3),
         "micro_batch": MICRO_BATCH,
@@ -138,6 +151,12 @@ def measure(shards: Path, quick: bool) -> dict:
         "ratio_loader_1_worker_vs_in_memory": round(statistics.median(ratios), 3),
         "ratio_range_over_blocks": [round(min(ratios), 3), round(max(ratios), 3)],
         "goal": ">= 0.8",
+        "in_memory_unchecked_samples_per_s": round(statistics.median(r_u), 1),
+        "checksum_cost": {
+            "ratio_checked_vs_unchecked": round(statistics.median(crc), 3),
+            "range_over_blocks": [round(min(crc), 3), round(max(crc), 3)],
+            "goal": ">= 0.95",
+        },
         "loader_1_worker_MBps": round(w1 * 4 * math.prod(shape) / 1e6, 1),
         "workers_per_gpu_for_160": math.ceil(TARGET_PER_GPU / w1),
         "note": "CPU-derived on this machine (shared, loaded: absolute rates are indicative; "
