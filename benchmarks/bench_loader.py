@@ -14,7 +14,7 @@ Both figures run the loader's own code on full 256^2 ``hi`` samples of the bundl
   training runs it: shard files read by the worker, shuffle buffer, batches in reused shared
   memory, received (and copied out of the buffer) by this process;
 * ``loader_in_process``: the same stream without a worker (``workers=0``), for reference;
-* ``checksum_cost``: the in-memory decode with the per-sample CRC-32 check of
+* ``checksum_cost``: the in-memory decode with the per-sample checksum check of
   :mod:`mhdsr.dataset.shards` (what the loader does) over the same decode without it (goal:
   >= 0.95, the check costs at most 5 % of the loader's decode rate).
 
@@ -140,7 +140,7 @@ def measure(shards: Path, quick: bool) -> dict:
         inproc.shutdown()
     mem, w1, p0 = statistics.median(r_mem), statistics.median(r_w), statistics.median(r_p)
     ratios = [w / m for w, m in zip(r_w, r_mem)]
-    crc = [m / u for m, u in zip(r_mem, r_u)]
+    cost = [m / u for m, u in zip(r_mem, r_u)]
     return {
         "sample_MB": round(4 * math.prod(shape) / 1e6, 3),
         "micro_batch": MICRO_BATCH,
@@ -153,8 +153,8 @@ def measure(shards: Path, quick: bool) -> dict:
         "goal": ">= 0.8",
         "in_memory_unchecked_samples_per_s": round(statistics.median(r_u), 1),
         "checksum_cost": {
-            "ratio_checked_vs_unchecked": round(statistics.median(crc), 3),
-            "range_over_blocks": [round(min(crc), 3), round(max(crc), 3)],
+            "ratio_checked_vs_unchecked": round(statistics.median(cost), 3),
+            "range_over_blocks": [round(min(cost), 3), round(max(cost), 3)],
             "goal": ">= 0.95",
         },
         "loader_1_worker_MBps": round(w1 * 4 * math.prod(shape) / 1e6, 1),

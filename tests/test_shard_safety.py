@@ -24,15 +24,15 @@ SR = ("hi.npy", (2, 4, 4))
 FORECAST = ("seq.npy", (3, 2, 4, 4))
 
 
-def _write_shard(path: Path, member: str, shape, first: int, n: int, crc: bool = True) -> None:
-    """A shard as the builder writes it: per key ``member`` then ``json`` (with ``crc32``)."""
+def _write_shard(path: Path, member: str, shape, first: int, n: int, sums: bool = True) -> None:
+    """A shard as the builder writes it: per key ``member`` then ``json`` (with ``sum64``)."""
     with tarfile.open(path, "w") as tar:
         for i in range(first, first + n):
             buf = io.BytesIO()
             np.save(buf, np.full(shape, float(i), np.float32))
             members = {member: buf.getvalue()}
             meta = {"seed": 0, "snapshot": i, "sim": "synth/seed_0000"}
-            if crc:
+            if sums:
                 meta[S.CHECKSUM_FIELD] = S.checksums(members)
             members["json"] = json.dumps(meta).encode()
             for ext in sorted(members):
@@ -137,7 +137,7 @@ def test_corrupt_bytes_are_caught_naming_shard_and_key(tmp_path, caplog, member,
 
     # random access by offset (bulk sampling inputs, evaluation truth)
     (smp,) = [s for s in S.index_shard(str(urls[0])) if s.key == "s0001"]
-    assert smp.members[member].crc is not None
+    assert smp.members[member].digest is not None
     with pytest.raises(ShardError, match=r"train-000000\.tar: sample s0001 member .* checksum"):
         S.read_ref(smp.members[member])
     ok = [s for s in S.index_shard(str(urls[0])) if s.key == "s0002"][0]
@@ -146,8 +146,8 @@ def test_corrupt_bytes_are_caught_naming_shard_and_key(tmp_path, caplog, member,
 
 def test_shards_without_checksums_read_with_one_warning(tmp_path, caplog) -> None:
     urls = [tmp_path / "train-000000.tar", tmp_path / "train-000001.tar"]
-    _write_shard(urls[0], *SR, 0, 3, crc=False)
-    _write_shard(urls[1], *SR, 3, 3, crc=False)
+    _write_shard(urls[0], *SR, 0, 3, sums=False)
+    _write_shard(urls[1], *SR, 3, 3, sums=False)
     with caplog.at_level(logging.WARNING, logger="mhdsr.dataset"):
         keys, arrays, _ = read_samples([str(u) for u in urls], 6, *SR)
         it = iter(_stream([str(u) for u in urls], *SR))
@@ -155,17 +155,17 @@ def test_shards_without_checksums_read_with_one_warning(tmp_path, caplog) -> Non
         index = S.index_shard(str(urls[1]))
     assert keys == [f"s{i:04d}" for i in range(6)]
     assert [float(a[0, 0, 0]) for a in arrays] == [0, 1, 2, 3, 4, 5]
-    assert all(r.crc is None for s in index for r in s.members.values())
+    assert all(r.digest is None for s in index for r in s.members.values())
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and "no checksums" in warned[0] and str(tmp_path) in warned[0]
 
 
 def test_the_builder_records_checksums(demo_shards) -> None:
-    """Every array member of a built shard carries its CRC-32 in the json, and it matches."""
+    """Every array member of a built shard carries its digest in the json, and it matches."""
     path = sorted(demo_shards.glob("train-*.tar"))[0]
     with open(path, "rb") as f:
         samples = list(S.tar_samples(f, str(path)))
     assert samples
     for s in samples:
-        crcs = json.loads(s["json"])[S.CHECKSUM_FIELD]
-        assert crcs == {"hi.npy": S.crc32(s["hi.npy"])}
+        recorded = json.loads(s["json"])[S.CHECKSUM_FIELD]
+        assert recorded == {"hi.npy": S.digest(s["hi.npy"])}

@@ -19,7 +19,7 @@ Follow a batch from the tar file to the loss:
    rides with each batch). A whole pass over the shards without one readable sample (empty
    or zero-filled tars) is an error naming the split and the shards.
 3. The member (``hi.npy`` for super-resolution, ``seq.npy`` for forecast windows) is checked
-   against the CRC-32 the builder recorded in the sample's json (a mismatch skips the sample
+   against the digest the builder recorded in the sample's json (a mismatch skips the sample
    with a warning naming shard and key), then decoded (float32, shape checked, finite), the trained channels are selected on the channel axis
    (``-3``) and normalized per channel with the TRAIN split's statistics from the manifest.
 4. A small shuffle buffer mixes samples across the shards a worker reads (shards are already

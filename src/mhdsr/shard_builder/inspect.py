@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mhdsr.dataset.manifest import read_manifest, shard_paths
-from mhdsr.dataset.shards import ARRAY_MEMBERS, CHECKSUM_FIELD, crc32, iter_members
+from mhdsr.dataset.shards import ARRAY_MEMBERS, CHECKSUM_FIELD, digest, iter_members
 from mhdsr.dataset.shards import first_sample as read_first_sample
 from mhdsr.errors import ShardError
 
@@ -85,18 +85,18 @@ def _check_npy(data: bytes, expect: list[int], where: str) -> list[str]:
     return probs
 
 
-def _check_crcs(members: dict[str, bytes], meta: Any, where: str) -> list[str]:
-    """Array members whose bytes differ from the CRC-32 recorded in the json (shards built
+def _check_sums(members: dict[str, bytes], meta: Any, where: str) -> list[str]:
+    """Array members whose bytes differ from the digest recorded in the json (shards built
     before checksums carry none: nothing to check)."""
-    crcs = meta.get(CHECKSUM_FIELD) if isinstance(meta, dict) else None
-    if not isinstance(crcs, dict):
+    sums = meta.get(CHECKSUM_FIELD) if isinstance(meta, dict) else None
+    if not isinstance(sums, dict):
         return []
     probs = []
     for m in ARRAY_MEMBERS:
-        if m in members and m not in crcs:
+        if m in members and m not in sums:
             probs.append(f"{where}: no checksum recorded for {m}")
-        elif m in members and crc32(members[m]) != crcs[m]:
-            probs.append(f"{where} {m}: bytes fail the recorded checksum (crc32)")
+        elif m in members and digest(members[m]) != sums[m]:
+            probs.append(f"{where} {m}: bytes fail the recorded checksum ({CHECKSUM_FIELD})")
     return probs
 
 
@@ -118,7 +118,7 @@ def _check_window(
         return probs
     try:
         meta = json.loads(members["json"])
-        probs += _check_crcs(members, meta, where)
+        probs += _check_sums(members, meta, where)
         k = int(manifest["shapes"]["seq"][0])
         exp_key = f"s{meta['seed']:04d}_n{meta['snapshot']:05d}"
         times, snaps = [float(t) for t in meta["times"]], list(meta["snapshots"])
@@ -179,7 +179,7 @@ def _check_sample(
     for m in NPY_MEMBERS:
         if m in members:
             probs += _check_npy(members[m], manifest["shapes"][m[:2]], f"{where} {m}")
-    return probs + _check_crcs(members, meta, where)
+    return probs + _check_sums(members, meta, where)
 
 
 def scan_shard(path: str | Path, split: str, manifest: dict[str, Any]) -> dict[str, Any]:

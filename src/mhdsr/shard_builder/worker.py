@@ -8,7 +8,7 @@ so a killed build leaves either a complete, recorded shard or nothing usable.
 
 Sample layout (docs/design.md "Formats"): key ``s{seed:04d}_n{snapshot:05d}``; members ``hi.npy``
 (C, H, W) float32 little-endian C-contiguous, ``lo.npy`` (C, h, w) for native lo samples,
-``json`` metadata (with ``crc32``: the CRC-32 of each array member, checked by every reader,
+``json`` metadata (with ``sum64``: a digest of each array member, checked by every reader,
 :mod:`mhdsr.dataset.shards`). Forecast windows (items of kind ``window``,
 :mod:`mhdsr.shard_builder.windows`): ``seq.npy`` (K, C, h, w), the window's snapshots on the lo
 grid (``avgpool2`` of a hi run, :func:`mhdsr.dataset.cadence.lo_of_hi`), and ``json``. webdataset's TarWriter writes one sample's members consecutively (sorted by
