@@ -20,7 +20,8 @@ Follow a batch from the tar file to the loss:
    or zero-filled tars) is an error naming the split and the shards.
 3. The member (``hi.npy`` for super-resolution, ``seq.npy`` for forecast windows) is checked
    against the digest the builder recorded in the sample's json (a mismatch skips the sample
-   with a warning naming shard and key), then decoded (float32, shape checked, finite), the trained channels are selected on the channel axis
+   with a warning naming shard and key), then decoded (float32, shape checked, finite: implied
+   by a verified digest, checked otherwise), the trained channels are selected on the channel axis
    (``-3``) and normalized per channel with the TRAIN split's statistics from the manifest.
 4. A small shuffle buffer mixes samples across the shards a worker reads (shards are already
    shuffled across seeds at build time; the buffer holds decoded samples, so keep it small).
@@ -281,8 +282,8 @@ class ShardStream(IterableDataset):
         for s in samples:
             key = s.get("__key__", "?")
             try:
-                check_sample(s)
-                x = read_member(s, self.member, self.shape, copy=False)
+                ok = check_sample(s)
+                x = read_member(s, self.member, self.shape, copy=False, verified=ok)
             except ShardError as e:
                 counter(e)
                 continue
