@@ -583,7 +583,8 @@ def read_samples(
 
     With ``skip_unreadable`` a shard that cannot be read (truncated, corrupt) is handled as the
     training stream handles it: a warning naming it, then the next shard (the samples read from
-    it before the damage are kept; the order stays deterministic, so every rank reads the same).
+    it before the damage are kept; the order stays deterministic, so every rank reads the same);
+    a sample that fails its checksum is skipped alone, with a warning naming shard and key.
 
     Raises:
         ShardError: a shard cannot be read or a sample is malformed (without
@@ -597,7 +598,14 @@ def read_samples(
     for url in urls:
         try:
             with open(url, "rb") as f:
-                for s in tar_samples(f, url):
+                for s in tar_samples(f, url, verify=False):
+                    try:
+                        check_sample(s)
+                    except ShardError as e:  # a corrupt sample in a readable tar: skip it only
+                        if not skip_unreadable:
+                            raise
+                        log.warning("skipping corrupt sample: %s", str(e)[:300])
+                        continue
                     meta = json.loads(s["json"]) if "json" in s else {}
                     if accept is not None and not accept(meta):
                         continue
