@@ -11,10 +11,14 @@ Every reader of shard tars goes through this module: the training stream and
 evaluation truth (:func:`index_shard` + :func:`read_ref`: random access by byte offset), and
 ``mhdsr shard inspect`` (:func:`iter_members`, streaming).
 
+Sample keys are ``s{seed:04d}_n{snapshot:05d}`` (:func:`~mhdsr.dataset.npy.sample_key`, with
+the ``.npy`` encoding in :mod:`mhdsr.dataset.npy`).
+
 Checksums: the builder records a digest of each array member's bytes in the sample's ``json``
-(``"sum64": {"hi.npy": "<32 hex digits>", ...}``, :func:`checksums`, :func:`digest`). Readers check the bytes of an
-array member against it before decoding (:func:`check_member`), so corrupt bytes never reach a
-statistic or a gradient; the error names the shard and the sample key. Shards built before
+(``"sum64": {"hi.npy": "<32 hex digits>", ...}``, :func:`checksums`, :func:`digest`). Readers
+check the bytes of an array member against it before decoding (:func:`check_member`), so
+corrupt bytes never reach a statistic or a gradient; the error names the shard and the sample
+key. Shards built before
 checksums existed still read, with one warning per shard folder (per process).
 """
 
@@ -32,6 +36,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from mhdsr.dataset.npy import decode_npy
+from mhdsr.dataset.npy import sample_key as sample_key  # re-exported with the format
 from mhdsr.errors import ShardError
 
 log = logging.getLogger("mhdsr.dataset.shards")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mhdsr.dataset import h5layout as H
-from mhdsr.dataset.shards import HI, JSON, MemberRef, index_shard, read_ref
+from mhdsr.dataset.shards import HI, JSON, MemberRef, index_shard, read_ref, sample_key
 from mhdsr.errors import MhdsrError
 
 #: Datasets every inference file must hold (``key`` is optional: absent for run-folder inputs).
@@ -108,7 +108,7 @@ class SampleFile:
             raise EvalInputError(
                 f"{self.path}: has neither a 'key' dataset nor a 'sim_seed' attribute"
             )
-        return [f"s{int(seed):04d}_n{int(n):05d}" for n in self.snapshots]
+        return [sample_key(int(seed), int(n)) for n in self.snapshots]
 
 
 def read_header(path: Path, root: Path) -> SampleFile:

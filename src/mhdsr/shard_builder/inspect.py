@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mhdsr.dataset.manifest import read_manifest, shard_paths
-from mhdsr.dataset.shards import ARRAY_MEMBERS, CHECKSUM_FIELD, digest, iter_members
+from mhdsr.dataset.shards import ARRAY_MEMBERS, CHECKSUM_FIELD, digest, iter_members, sample_key
 from mhdsr.dataset.shards import first_sample as read_first_sample
 from mhdsr.errors import ShardError
 
@@ -120,7 +120,7 @@ def _check_window(
         meta = json.loads(members["json"])
         probs += _check_sums(members, meta, where)
         k = int(manifest["shapes"]["seq"][0])
-        exp_key = f"s{meta['seed']:04d}_n{meta['snapshot']:05d}"
+        exp_key = sample_key(meta["seed"], meta["snapshot"])
         times, snaps = [float(t) for t in meta["times"]], list(meta["snapshots"])
         rec = manifest["provenance"]["windows"][meta["sim"]]
     except (ValueError, KeyError, TypeError, IndexError):
@@ -161,7 +161,7 @@ def _check_sample(
             meta = {}
     if meta:
         try:
-            exp_key = f"s{meta['seed']:04d}_n{meta['snapshot']:05d}"
+            exp_key = sample_key(meta["seed"], meta["snapshot"])
         except (KeyError, TypeError, ValueError):
             exp_key = "<json lacks integer seed/snapshot>"
         if exp_key != key:
