@@ -6,14 +6,18 @@ Both figures run the loader's own code on full 256^2 ``hi`` samples of the bundl
 8 as in gpu-40m, shuffle buffer 32), page cache warm:
 
 * ``in_memory``: the tar bytes already in memory (``bytes``); the loader's tar reader
-  (:func:`mhdsr.dataset.stream.tar_samples`) over them, :func:`mhdsr.dataset.npy.decode_npy`
-  (a view) and :meth:`~mhdsr.dataset.normalize.Normalizer.normalize_into` straight into the
+  (:func:`mhdsr.dataset.shards.tar_samples`) over them, the per-sample checksum check,
+  :func:`mhdsr.dataset.npy.decode_npy` (a view) and :meth:`~mhdsr.dataset.normalize.Normalizer.normalize_into` straight into the
   batch tensor: the decode work alone, in this process (no file reads, no shuffle, no process
   hand-off);
 * ``loader_1_worker``: :func:`mhdsr.dataset.stream.make_loader` with ONE worker process, as
   training runs it: shard files read by the worker, shuffle buffer, batches in reused shared
   memory, received (and copied out of the buffer) by this process;
-* ``loader_in_process``: the same stream without a worker (``workers=0``), for reference.
+* ``loader_in_process``: the same stream without a worker (``workers=0``), for reference;
+* ``checksum_cost``: the in-memory decode with the per-sample checksum check of
+  :mod:`mhdsr.dataset.shards` (what the loader does: the digest, which makes the finite check
+  redundant) over the same decode without it (the finite check instead; goal: >= 0.95, the
+  check costs at most 5 % of the loader's decode rate).
 
 Augmentation, crops, ``lo = avgpool2(hi)``, ``u = Up(lo)`` and the noise are not loader work:
 they run on the training device (:meth:`mhdsr.method.flow.Formulation.loss`).
@@ -45,7 +49,8 @@ from common import REPO
 from mhdsr.dataset.manifest import normalization, read_manifest
 from mhdsr.dataset.normalize import Normalizer
 from mhdsr.dataset.npy import decode_npy
-from mhdsr.dataset.stream import ShardStream, make_loader, shard_list, tar_samples
+from mhdsr.dataset.shards import JSON, check_sample, tar_samples
+from mhdsr.dataset.stream import ShardStream, make_loader, shard_list
 
 #: gpu-40m's loader settings
 MICRO_BATCH, SHUFFLE = 8, 32
@@ -69,11 +74,14 @@ def _setup(shards: Path) -> tuple[list[str], Normalizer, tuple[int, ...]]:
     return shard_list(shards, m, "train"), norm, tuple(m["shapes"]["hi"])
 
 
-def in_memory_decoder(urls: list[str], norm: Normalizer, shape: tuple[int, ...]):
+def in_memory_decoder(
+    urls: list[str], norm: Normalizer, shape: tuple[int, ...], verify: bool = True
+):
     """``n -> seconds`` to decode ``n`` samples (rounded up to whole batches) from the tar bytes
     held in memory, cycling over the shards: the loader's tar reader
-    (:func:`~mhdsr.dataset.stream.tar_samples`) over ``io.BytesIO``, the loader's decode and
-    finite check, normalization straight into the batch."""
+    (:func:`~mhdsr.dataset.shards.tar_samples`) over ``io.BytesIO``, the loader's checksum
+    check (``verify``; without it the json member is read all the same), decode and finite
+    check, normalization straight into the batch."""
     blobs = [Path(u).read_bytes() for u in urls]
 
     def decode(n: int) -> float:
@@ -82,9 +90,10 @@ def in_memory_decoder(urls: list[str], norm: Normalizer, shape: tuple[int, ...])
         out, i = torch.empty((MICRO_BATCH, *shape)), 0
         while done < n:
             for blob in blobs:
-                for s in tar_samples(io.BytesIO(blob), "memory", ("hi.npy",)):
+                for s in tar_samples(io.BytesIO(blob), "memory", ("hi.npy", JSON), verify=False):
+                    ok = verify and check_sample(s)
                     x = decode_npy(s["hi.npy"], s["__key__"], "hi.npy", shape, copy=False)
-                    if not np.isfinite(x.sum()):
+                    if not ok and not np.isfinite(x.sum()):  # implied by a verified digest
                         raise ValueError("non-finite sample")
                     norm.normalize_into(x, out.numpy()[i])
                     i += 1
@@ -100,6 +109,7 @@ def measure(shards: Path, quick: bool) -> dict:
     urls, norm, shape = _setup(shards)
     torch.set_num_threads(1)
     decode = in_memory_decoder(urls, norm, shape)
+    unchecked = in_memory_decoder(urls, norm, shape, verify=False)
     n = 4 * MICRO_BATCH if quick else 8 * MICRO_BATCH
     blocks = 3 if quick else 6
 
@@ -113,6 +123,17 @@ def measure(shards: Path, quick: bool) -> dict:
         while got < n:
             got += len(next(it)["x"])
         return time.perf_counter() - t0
+
+    # the checksum cost first, with no loader worker alive (a worker refilling its prefetch
+    # queue would slow whichever decode runs next); the order alternates per block
+    decode(MICRO_BATCH), unchecked(MICRO_BATCH)
+    r_chk, r_u = [], []
+    for b in range(2 * blocks):
+        first, second = (decode, unchecked) if b % 2 else (unchecked, decode)
+        t1, t2 = first(n), second(n)
+        r_chk.append(n / (t1 if first is decode else t2))
+        r_u.append(n / (t2 if first is decode else t1))
+    cost = [c / u for c, u in zip(r_chk, r_u)]
 
     worker = make_loader(stream(), 1, 2, pin_memory=False).segment(0)
     inproc = make_loader(stream(), 0, 2, pin_memory=False).segment(0)
@@ -138,6 +159,12 @@ def measure(shards: Path, quick: bool) -> dict:
         "ratio_loader_1_worker_vs_in_memory": round(statistics.median(ratios), 3),
         "ratio_range_over_blocks": [round(min(ratios), 3), round(max(ratios), 3)],
         "goal": ">= 0.8",
+        "in_memory_unchecked_samples_per_s": round(statistics.median(r_u), 1),
+        "checksum_cost": {
+            "ratio_checked_vs_unchecked": round(statistics.median(cost), 3),
+            "range_over_blocks": [round(min(cost), 3), round(max(cost), 3)],
+            "goal": ">= 0.95",
+        },
         "loader_1_worker_MBps": round(w1 * 4 * math.prod(shape) / 1e6, 1),
         "workers_per_gpu_for_160": math.ceil(TARGET_PER_GPU / w1),
         "note": "CPU-derived on this machine (shared, loaded: absolute rates are indicative; "

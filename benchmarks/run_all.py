@@ -53,6 +53,7 @@ HEADLINES = (
     ("bench_train.data_wait.mfu", "MFU of a real mhdsr train run (cpu-small, vs CPU matmul peak)", None),
     ("bench_loader.loader_1_worker_samples_per_s", "loader samples/s per worker, 256^2, 8 channels", None),
     ("bench_loader.ratio_loader_1_worker_vs_in_memory", "loader (1 worker) / in-memory decode of the same tar bytes", (">=", 0.8)),
+    ("bench_loader.checksum_cost.ratio_checked_vs_unchecked", "in-memory decode with / without the per-sample checksum (sum64) check", (">=", 0.95)),
     ("bench_loader.workers_per_gpu_for_160", "loader workers per GPU for 160 samples/s (CPU-derived)", None),
     ("bench_train.gpu_40m.fwd_bwd_s_cpu_fp32_256sq_batch1", "gpu-40m fwd+bwd s, 256^2 batch 1, fp32 on this CPU", None),
     ("bench_train.gpu_40m.training_TFLOP_per_sample_256sq", "gpu-40m training TFLOP per 256^2 sample (counted)", None),

@@ -274,3 +274,124 @@ def test_an_import_cycle_is_caught(tmp_path: Path) -> None:
     )
     (fake / "eval" / "c.py").write_text("def f():\n    from mhdsr.eval import a\n")  # in a function
     assert import_cycles(import_graph(fake)) == [["mhdsr.eval.a", "mhdsr.eval.b", "mhdsr.eval.a"]]
+
+
+# --- format rules ---
+#: the one module that reads shard tars, and the one that names the HDF5 output layouts
+SHARD_READER = SRC / "dataset" / "shards.py"
+H5_LAYOUT = SRC / "dataset" / "h5layout.py"
+#: the builder writes shards (webdataset's TarWriter), it never reads them
+SHARD_WRITER = SRC / "shard_builder" / "worker.py"
+#: dataset keys of sample and rollout files (written as string literals only in H5_LAYOUT)
+H5_KEYS = {
+    "samples", "input", "snapshot", "cycle", "init_index", "forecast", "truth",
+    "truth_snapshot", "lead_orbits", "init", "init_snapshot", "init_time", "init_cycle",
+    "prev", "prev_snapshot", "complete", "settings",
+}  # fmt: skip
+#: modules that handle sample/rollout HDF5 files (eval/forecast_report.py still spells rollout
+#: keys: it belongs to the eval-report branch; add it here once it takes them from h5layout)
+H5_USERS = ("sample", "forecast", "eval/forecast.py", "eval/inputs.py")
+
+
+def tar_readers(root: Path) -> list[str]:
+    """``file:line`` of every shard read outside :data:`SHARD_READER`: a ``tarfile.open`` call
+    (or ``tarfile.TarFile``), or a webdataset import other than the builder's writer."""
+    bad = []
+    for f in sorted(root.rglob("*.py")):
+        if f == root / SHARD_READER.relative_to(SRC):
+            continue
+        writer = f == root / SHARD_WRITER.relative_to(SRC)
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            where = f"{f.relative_to(root.parent)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Attribute) and node.attr in ("open", "TarFile"):
+                if isinstance(node.value, ast.Name) and node.value.id == "tarfile":
+                    bad.append(where)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("webdataset"):
+                if not (writer and node.module == "webdataset.writer"):
+                    bad.append(where)
+            elif isinstance(node, ast.Import) and any(
+                a.name.startswith("webdataset") for a in node.names
+            ):
+                bad.append(where)
+    return bad
+
+
+def _h5_handle(node: ast.AST) -> bool:
+    """An expression that names an open HDF5 file or its attributes by this code base's
+    convention: ``f``, ``h5``, ``fh``, ``<x>.f`` or ``<x>.attrs``."""
+    if isinstance(node, ast.Name):
+        return node.id in ("f", "h5", "fh")
+    return isinstance(node, ast.Attribute) and node.attr in ("f", "attrs")
+
+
+def h5_layout_spellings(root: Path) -> list[str]:
+    """``file:line`` of HDF5 layout names spelled outside :data:`H5_LAYOUT`: a definition of
+    ``output_path``/``read_settings``/``stale_tmps`` anywhere, or a layout key as a literal
+    subscript of a file handle (``f["forecast"]``, see :func:`_h5_handle`), attribute
+    (``f.attrs["complete"]``, ``f.attrs.get("settings")``) or dataset name
+    (``create_dataset("samples", ...)``) in :data:`H5_USERS`."""
+    bad = []
+    layout = root / H5_LAYOUT.relative_to(SRC)
+    for f in sorted(root.rglob("*.py")):
+        if f == layout:
+            continue
+        rel = str(f.relative_to(root))
+        user = any(rel == u or rel.startswith(u + "/") for u in H5_USERS)
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            where = f"{f.relative_to(root.parent)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.FunctionDef) and node.name in (
+                "output_path",
+                "read_settings",
+                "stale_tmps",
+            ):
+                bad.append(where)
+            if not user:
+                continue
+            keys: list[ast.AST] = []
+            if isinstance(node, ast.Subscript) and _h5_handle(node.value):
+                keys = [node.slice]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+                fn = node.func
+                if fn.attr in ("create_dataset", "require_dataset") or (
+                    fn.attr == "get" and _h5_handle(fn.value) and not isinstance(fn.value, ast.Name)
+                ):
+                    keys = [node.args[0]]
+            if any(isinstance(k, ast.Constant) and k.value in H5_KEYS for k in keys):
+                bad.append(where)
+    return bad
+
+
+def test_only_dataset_reads_shard_tars() -> None:
+    assert tar_readers(SRC) == []
+
+
+def test_only_the_layout_module_spells_hdf5_layouts() -> None:
+    assert h5_layout_spellings(SRC) == []
+
+
+@pytest.mark.parametrize(
+    ("src_file", "code", "rule"),
+    [
+        ("eval/bad.py", "import tarfile\nt = tarfile.open('x.tar')\n", tar_readers),
+        ("sample/bad.py", "from webdataset import WebDataset\n", tar_readers),
+        ("shard_builder/bad.py", "import webdataset as wds\n", tar_readers),
+        ("forecast/bad.py", "def g(f):\n    return f['forecast'][0]\n", h5_layout_spellings),
+        (
+            "sample/bad.py",
+            "def f(h):\n    h.create_dataset('samples', (1,))\n",
+            h5_layout_spellings,
+        ),
+        (
+            "eval/forecast.py",
+            "def f(h):\n    return h.attrs.get('complete')\n",
+            h5_layout_spellings,
+        ),
+        ("train/bad.py", "def output_path(d, s):\n    return d\n", h5_layout_spellings),
+    ],
+)
+def test_a_format_rule_violation_is_caught(tmp_path: Path, src_file: str, code: str, rule) -> None:
+    fake = tmp_path / "mhdsr"
+    (fake / src_file).parent.mkdir(parents=True)
+    (fake / src_file).write_text(code)
+    found = rule(fake)
+    assert len(found) == 1 and src_file in found[0], found

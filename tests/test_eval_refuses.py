@@ -19,6 +19,7 @@ import yaml
 from eval_helpers import pool, shared_demo_shards, truth_of_sim, write_samples
 from mhdsr.channels import CHANNELS
 from mhdsr.cli import main
+from mhdsr.dataset.shards import digest
 
 SIM = "mri256_nu3e-5/seed_0001"
 CHS = ("density", "velx", "Bx", "By", "jz")
@@ -83,10 +84,23 @@ def test_truth_replaced_under_the_same_keys_is_refused(shards, tmp_path, capsys)
             members = [(ti, tf.extractfile(ti).read()) for ti in tf]
         his = [data for ti, data in members if ti.name.endswith(".hi.npy")]
         his = his[1:] + his[:1]  # every key gets another snapshot's field
+        new_hi: dict[str, bytes] = {}
         with tarfile.open(path, "w") as tf:
             for ti, data in members:
                 if ti.name.endswith(".hi.npy"):
-                    data = his.pop(0)
+                    data = new_hi[ti.name.removesuffix(".hi.npy")] = his.pop(0)
+                tf.addfile(ti, io.BytesIO(data))
+        # a consistent replacement: the sample json's member digests describe the new bytes
+        with tarfile.open(path) as tf:
+            members = [(ti, tf.extractfile(ti).read()) for ti in tf]
+        with tarfile.open(path, "w") as tf:
+            for ti, data in members:
+                if ti.name.endswith(".json"):
+                    meta = json.loads(data)
+                    if "sum64" in meta:
+                        meta["sum64"]["hi.npy"] = digest(new_hi[ti.name.removesuffix(".json")])
+                    data = json.dumps(meta).encode()
+                    ti.size = len(data)
                 tf.addfile(ti, io.BytesIO(data))
         sh["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         sh["bytes"] = path.stat().st_size

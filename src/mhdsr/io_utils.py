@@ -277,21 +277,3 @@ def folder_lock(
             if locked:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
-
-
-def complete_h5_settings(path: str | Path) -> dict[str, Any] | None:
-    """The JSON ``settings`` attribute of a COMPLETE HDF5 output (a sample or rollout file),
-    else ``None``: missing, unreadable, or not marked ``complete`` (a file being written or
-    left by a killed run)."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        with h5py.File(path, "r") as f:
-            if not bool(f.attrs.get("complete", False)):
-                return None
-            return json.loads(f.attrs["settings"])
-    except (OSError, KeyError, ValueError):
-        return None

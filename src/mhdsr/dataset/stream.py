@@ -10,14 +10,18 @@ Follow a batch from the tar file to the loss:
    is a pure function of its key, a run resumed from the checkpoint at step ``s`` sees the same
    batches as an uninterrupted run that restarted its stream at ``s`` (the trainer restarts the
    stream at every checkpoint), which makes resume exact.
-2. :func:`tar_samples` reads each tar with the standard library's ``tarfile`` in random-access
-   mode and groups consecutive members into samples by key, as webdataset does, reading only
-   the member trained on, with one read call each (webdataset's streaming reader copies every
-   member in 10 KB pieces: measured 5-10 ms per 2 MB sample, several times the decode); a
-   corrupt or truncated shard is skipped with a warning and counted (the count rides with each
-   batch).
-3. The member (``hi.npy`` for super-resolution, ``seq.npy`` for forecast windows) is decoded
-   (float32, shape checked, finite), the trained channels are selected on the channel axis
+2. :func:`~mhdsr.dataset.shards.tar_samples` (the one shard reader, :mod:`mhdsr.dataset.shards`)
+   reads each tar with the standard library's ``tarfile`` in random-access mode and groups
+   consecutive members into samples by key, as webdataset does, reading only the member
+   trained on and the small ``json``, with one read call each (webdataset's streaming reader
+   copies every member in 10 KB pieces: measured 5-10 ms per 2 MB sample, several times the
+   decode); a corrupt or truncated shard is skipped with a warning and counted (the count
+   rides with each batch). A whole pass over the shards without one readable sample (empty
+   or zero-filled tars) is an error naming the split and the shards.
+3. The member (``hi.npy`` for super-resolution, ``seq.npy`` for forecast windows) is checked
+   against the digest the builder recorded in the sample's json (a mismatch skips the sample
+   with a warning naming shard and key), then decoded (float32, shape checked, finite: implied
+   by a verified digest, checked otherwise), the trained channels are selected on the channel axis
    (``-3``) and normalized per channel with the TRAIN split's statistics from the manifest.
 4. A small shuffle buffer mixes samples across the shards a worker reads (shards are already
    shuffled across seeds at build time; the buffer holds decoded samples, so keep it small).
@@ -43,24 +47,20 @@ import json
 import logging
 import os
 import random
-import re
 import signal
 import sys
-import tarfile
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.filters import _shuffle
 
 from mhdsr.dataset.normalize import Normalizer
-from mhdsr.dataset.npy import decode_npy
+from mhdsr.dataset.shards import JSON, check_sample, read_member, tar_samples
 from mhdsr.errors import MhdsrError, ShardError
 from mhdsr.method.noise import seed_for
 
@@ -71,15 +71,16 @@ MAX_EMPTY_SHARDS = 50
 
 
 class _SkipCounter:
-    """webdataset handler: warn, count, continue (one per worker process).
+    """Warn, count, continue (one per worker process).
 
-    ``count`` is the number of shard reads that hit an error: webdataset reports one truncated
-    tar twice (from the tar iterator, then re-raised with its url), so errors are counted once
-    per visit of a shard; :meth:`visit` marks the start of the next one.
+    ``count`` is the number of shard reads that hit an error, counted once per visit of a
+    shard (:meth:`visit` marks the start of the next one); ``samples`` is the number of
+    samples decoded so far (the stream's guard against shards that yield nothing).
     """
 
     def __init__(self) -> None:
         self.count = 0
+        self.samples = 0
         self._visit = 0
         self._counted_visit = -1
         self._url = ""
@@ -95,6 +96,48 @@ class _SkipCounter:
         self.count += 1
         log.warning("skipping unreadable shard data %s: %s", self._url, repr(exn)[:300])
         return True
+
+
+_END = object()
+
+
+def _pick(buf: list[Any], rng: random.Random) -> Any:
+    k = rng.randint(0, len(buf) - 1)
+    sample = buf[k]
+    buf[k] = buf[-1]
+    buf.pop()
+    return sample
+
+
+def keyed_shuffle(
+    data: Iterator[Any], bufsize: int, initial: int, rng: random.Random
+) -> Iterator[Any]:
+    """Shuffle a stream through a buffer of ``bufsize`` items, yielding once ``initial`` are
+    buffered, drawing from ``rng`` only (webdataset 1.0's ``filters._shuffle``, the same
+    order for the same ``rng``; tested against it)."""
+    initial = min(initial, bufsize)
+    buf: list[Any] = []
+    for sample in data:
+        buf.append(sample)
+        if len(buf) < bufsize:
+            more = next(data, _END)
+            if more is not _END:
+                buf.append(more)
+        if len(buf) >= initial:
+            yield _pick(buf, rng)
+    while buf:
+        yield _pick(buf, rng)
+
+
+def _no_sample_error(split: str, urls: Sequence[str]) -> ShardError:
+    names = sorted({os.path.basename(u) for u in urls})
+    shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+    folder = os.path.dirname(os.path.abspath(urls[0])) if urls else "?"
+    return ShardError(
+        f"split {split!r}: a whole pass over its {len(names)} shard(s) in {folder} gave no "
+        f"readable sample ({shown}): every shard is empty or unreadable; rebuild them with "
+        "`mhdsr shard build` or check them with `mhdsr shard inspect --verify`"
+    )
 
 
 def select_channels(x: np.ndarray, channel_idx: Sequence[int]) -> np.ndarray:
@@ -114,13 +157,16 @@ class ShardStream(IterableDataset):
         micro_batch: samples per batch.
         seed, rank, segment: stream key (with the worker id).
         shuffle_buffer: decoded samples buffered per worker.
+        split: the split the urls belong to (named in errors).
 
     Yields:
         ``{"x": (B, *shape') float32 tensor, "keys": [B keys], "worker": id, "skipped": n}``
         with ``shape'`` = ``shape`` restricted to the selected channels.
 
     Raises:
-        ShardError: no urls, or :data:`MAX_EMPTY_SHARDS` consecutive unreadable shards.
+        ShardError: no urls, :data:`MAX_EMPTY_SHARDS` consecutive unreadable shards, or a whole
+            pass over the shards (every url drawn at least once since the last sample) without
+            a single readable sample: empty tars, zero-filled files (names the split).
     """
 
     def __init__(
@@ -136,10 +182,11 @@ class ShardStream(IterableDataset):
         rank: int,
         segment: int,
         shuffle_buffer: int,
+        split: str = "train",
     ) -> None:
         super().__init__()
         if not urls:
-            raise ShardError("the train split has no shards")
+            raise ShardError(f"the {split} split has no shards")
         self.urls = list(urls)
         self.member = member
         self.shape = tuple(shape)
@@ -150,6 +197,7 @@ class ShardStream(IterableDataset):
         # a tensor, so persistent workers see a new segment (make_loader shares its memory)
         self._segment = torch.tensor([segment], dtype=torch.int64)
         self.shuffle_buffer = shuffle_buffer
+        self.split = split
         self.pool: _BatchPool | None = None  # set by make_loader when there are workers
 
     @property
@@ -170,8 +218,10 @@ class ShardStream(IterableDataset):
 
     def _shard_urls(self, rng: random.Random, counter: _SkipCounter) -> Iterator[dict[str, str]]:
         empty = 0
+        every = set(self.urls)
+        dry: set[str] = set()  # shards drawn since the last sample
         while True:
-            before = counter.count
+            before, got = counter.count, counter.samples
             url = rng.choice(self.urls)
             counter.visit(url)
             yield {"url": url}
@@ -179,8 +229,14 @@ class ShardStream(IterableDataset):
             empty = empty + 1 if counter.count > before else 0
             if empty >= MAX_EMPTY_SHARDS:
                 raise ShardError(
-                    f"{MAX_EMPTY_SHARDS} consecutive train shards were unreadable; giving up"
+                    f"{MAX_EMPTY_SHARDS} consecutive {self.split} shards were unreadable; giving up"
                 )
+            if counter.samples > got:
+                dry.clear()
+            else:
+                dry.add(url)
+                if len(dry) == len(every):
+                    raise _no_sample_error(self.split, self.urls)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -192,7 +248,7 @@ class ShardStream(IterableDataset):
         out: Tensor | None = None
         seq = -1
         keys: list[str] = []
-        for key, x in _shuffle(decoded, self.shuffle_buffer, min(self.shuffle_buffer, 4), rng):
+        for key, x in keyed_shuffle(decoded, self.shuffle_buffer, min(self.shuffle_buffer, 4), rng):
             if out is None:
                 if pooled:
                     out, seq = self.pool.take(worker, self.out_shape)
@@ -214,7 +270,8 @@ class ShardStream(IterableDataset):
             url = src["url"]
             try:
                 with open(url, "rb", buffering=0) as f:
-                    yield from tar_samples(f, url, (self.member,))
+                    # checksums are checked per sample in _decode: a bad one skips one sample
+                    yield from tar_samples(f, url, (self.member, JSON), verify=False)
             except Exception as e:  # noqa: BLE001 - any broken shard: warn, count, next shard
                 counter(e)
 
@@ -225,82 +282,13 @@ class ShardStream(IterableDataset):
         for s in samples:
             key = s.get("__key__", "?")
             try:
-                x = read_member(s, self.member, self.shape, copy=False)
+                ok = check_sample(s)
+                x = read_member(s, self.member, self.shape, copy=False, verified=ok)
             except ShardError as e:
                 counter(e)
                 continue
+            counter.samples += 1
             yield key, (x if every else select_channels(x, self.channel_idx))
-
-
-#: webdataset's split of a member name into sample key and member (extension)
-_MEMBER_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
-
-
-def tar_samples(
-    f: BinaryIO, url: str, members: Collection[str] | None = None
-) -> Iterator[dict[str, Any]]:
-    """The samples of one tar shard, grouped like webdataset's ``tarfile_to_samples``.
-
-    Consecutive regular members sharing a key (the name up to its first dot) form a sample
-    ``{"__key__": key, "__url__": url, ext: bytes, ...}`` (``ext`` lower-cased, e.g.
-    ``hi.npy``, ``json``); names starting with ``__`` are skipped. Headers are parsed by the
-    standard library's ``tarfile`` (random access, mode ``r:``); each wanted member is read with
-    one ``read`` call at its offset, the others are not read at all.
-
-    Args:
-        f: the shard opened for random access (a file or ``io.BytesIO``).
-        url: named in samples and errors.
-        members: member extensions to read (None = all); the others are skipped, their keys
-            still form samples.
-
-    Raises:
-        ShardError: a member is cut short or appears twice in one sample.
-        tarfile.ReadError: a corrupt or truncated header.
-    """
-    cur: dict[str, Any] | None = None
-    with tarfile.open(fileobj=f, mode="r:") as tf:
-        for ti in tf:
-            if not ti.isreg() or ti.name.startswith("__"):
-                continue
-            m = _MEMBER_NAME.match(ti.name)
-            if m is None:
-                continue
-            key, ext = m.group(1), m.group(2).lower()
-            if cur is None or key != cur["__key__"]:
-                if cur is not None:
-                    yield cur
-                cur = {"__key__": key, "__url__": url}
-            if ext in cur:
-                raise ShardError(f"{url}: member {ti.name} appears twice in sample {key}")
-            if members is None or ext in members:
-                f.seek(ti.offset_data)
-                data = f.read(ti.size)
-                if len(data) != ti.size:
-                    raise ShardError(
-                        f"{url}: member {ti.name} cut short ({len(data)} of {ti.size} bytes)"
-                    )
-                cur[ext] = data
-    if cur is not None:
-        yield cur
-
-
-def read_member(
-    sample: dict[str, Any], member: str, shape: Sequence[int], *, copy: bool = True
-) -> np.ndarray:
-    """Decode and check one member of a webdataset sample dict (``copy=False``: a read-only
-    view of the member's bytes, see :func:`decode_npy`).
-
-    Raises:
-        ShardError: the member is missing, malformed (see :func:`decode_npy`) or holds NaN/inf
-            (the builder never writes them: the shard is corrupt).
-    """
-    key, url = sample.get("__key__", "?"), sample.get("__url__")
-    if member not in sample:
-        raise ShardError(f"sample {key} in {url}: no {member} member")
-    x = decode_npy(sample[member], key, member, tuple(shape), copy=copy)
-    if not np.isfinite(x.sum()):
-        raise ShardError(f"sample {key} in {url}: {member} holds NaN/inf (corrupt shard?)")
-    return x
 
 
 #: seconds a loader worker gets to exit after the shutdown request before it is killed
@@ -595,7 +583,8 @@ def read_samples(
 
     With ``skip_unreadable`` a shard that cannot be read (truncated, corrupt) is handled as the
     training stream handles it: a warning naming it, then the next shard (the samples read from
-    it before the damage are kept; the order stays deterministic, so every rank reads the same).
+    it before the damage are kept; the order stays deterministic, so every rank reads the same);
+    a sample that fails its checksum is skipped alone, with a warning naming shard and key.
 
     Raises:
         ShardError: a shard cannot be read or a sample is malformed (without
@@ -608,15 +597,23 @@ def read_samples(
         return keys, arrays, metas
     for url in urls:
         try:
-            for s in wds.tarfile_to_samples()([{"url": url}]):
-                meta = json.loads(s["json"]) if "json" in s else {}
-                if accept is not None and not accept(meta):
-                    continue
-                arrays.append(read_member(s, member, shape))
-                keys.append(s["__key__"])
-                metas.append(meta)
-                if len(keys) >= n:
-                    return keys, arrays, metas
+            with open(url, "rb") as f:
+                for s in tar_samples(f, url, verify=False):
+                    try:
+                        check_sample(s)
+                    except ShardError as e:  # a corrupt sample in a readable tar: skip it only
+                        if not skip_unreadable:
+                            raise
+                        log.warning("skipping corrupt sample: %s", str(e)[:300])
+                        continue
+                    meta = json.loads(s["json"]) if "json" in s else {}
+                    if accept is not None and not accept(meta):
+                        continue
+                    arrays.append(read_member(s, member, shape))
+                    keys.append(s["__key__"])
+                    metas.append(meta)
+                    if len(keys) >= n:
+                        return keys, arrays, metas
         except ShardError as e:
             if not skip_unreadable:
                 raise ShardError(f"{url}: {e}") from None

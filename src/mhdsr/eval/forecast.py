@@ -40,13 +40,14 @@ import numpy as np
 
 from mhdsr.analysis.energy import kinetic_energy, magnetic_energy
 from mhdsr.analysis.spectra import band_edges, band_errors, radial_spectrum
+from mhdsr.dataset import h5layout as H
 from mhdsr.errors import MhdsrError
 from mhdsr.eval.consistency import INPUT_RTOL, check_rows
 from mhdsr.eval.fields import Fields, Target
 from mhdsr.eval.inputs import EvalInputError
 from mhdsr.eval.registry import FORECAST, NULL_KEY, Metric, for_kinds
 
-FORECAST_KIND, CHAIN_KIND = "forecast", "chain"
+FORECAST_KIND, CHAIN_KIND = H.KIND_FORECAST, H.KIND_CHAIN
 #: methods of a rollout file (model first)
 FORECAST_METHODS = ("model", "persistence", "linear")
 #: methods of a chain file (the super-resolved forecast first)
@@ -69,10 +70,9 @@ def file_kind(path: Path) -> str:
 
     try:
         with h5py.File(path, "r") as f:
-            k = f.attrs.get("kind", "sr")
+            return H.file_kind(f.attrs)
     except OSError as e:
         raise ForecastEvalError(f"{path}: cannot read as HDF5 ({e})") from None
-    return k.decode() if isinstance(k, bytes) else str(k)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,14 +214,13 @@ class RolloutScore:
 def _read_rollout(path: Path) -> dict[str, Any]:
     import h5py
 
-    need = ("forecast", "truth", "truth_snapshot", "init", "prev", "prev_snapshot",
-            "init_snapshot", "lead_orbits", "time")  # fmt: skip
+    need = H.ROLLOUT_DATASETS
     try:
         with h5py.File(path, "r") as f:
             missing = [n for n in need if n not in f]
             if missing:
                 raise ForecastEvalError(f"{path}: not a rollout file (missing {missing})")
-            if not bool(f.attrs.get("complete", False)):
+            if not bool(f.attrs.get(H.COMPLETE, False)):
                 raise ForecastEvalError(
                     f"{path}: attribute complete is false (an unfinished rollout)"
                 )
@@ -286,17 +285,17 @@ def score_rollout(path: Path) -> RolloutScore:
     check_rollout(path, d)
     a = d["attrs"]
     channels = [str(c) for c in np.atleast_1d(a["channels"])]
-    fc, truth, init, prev = d["forecast"], d["truth"], d["init"], d["prev"]
+    fc, truth, init, prev = d[H.FORECAST], d[H.TRUTH], d[H.INIT], d[H.PREV]
     n, steps = fc.shape[:2]
-    lead_orbits = {k + 1: float(d["lead_orbits"][k]) for k in range(steps)}
+    lead_orbits = {k + 1: float(d[H.LEAD_ORBITS][k]) for k in range(steps)}
     stats = {m: LeadStats() for m in FORECAST_METHODS}
     tstats = LeadStats()
     finite = np.array([np.isfinite(fc[:, k]).all() for k in range(steps)])
     finite_leads = int(np.argmin(finite)) if not finite.all() else steps
     for i in range(n):
-        has_prev = int(d["prev_snapshot"][i]) >= 0
+        has_prev = int(d[H.PREV_SNAPSHOT][i]) >= 0
         for k in range(steps):
-            if int(d["truth_snapshot"][i, k]) < 0:
+            if int(d[H.TRUTH_SNAPSHOT][i, k]) < 0:
                 continue
             lead = k + 1
             y = truth[i, k]
@@ -313,7 +312,7 @@ def score_rollout(path: Path) -> RolloutScore:
         path=path, sim=str(a["sim"]), lo_kind=str(a["lo_kind"]), run_dir=str(a["run_dir"]),
         channels=channels, dt_orbits=float(a["dt_orbits"]), steps=steps, lead_orbits=lead_orbits,
         stats=stats, truth=tstats, finite_leads=finite_leads, n_init=n, grid=fc.shape[-1],
-        init_snapshots=[int(s) for s in d["init_snapshot"]], truth_snapshots=d["truth_snapshot"],
+        init_snapshots=[int(s) for s in d[H.INIT_SNAPSHOT]], truth_snapshots=d[H.TRUTH_SNAPSHOT],
     )  # fmt: skip
 
 
@@ -386,11 +385,11 @@ def score_chain(path: Path, rollouts: dict[str, RolloutScore]) -> dict[str, Any]
     try:
         with h5py.File(path, "r") as f:
             a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            samples = f["samples"][()]
-            inputs = f["input"][()]
-            init_index = f["init_index"][()]
-            lead = f["lead"][()]
-            snapshot = f["snapshot"][()]
+            samples = f[H.SAMPLES][()]
+            inputs = f[H.INPUT][()]
+            init_index = f[H.INIT_INDEX][()]
+            lead = f[H.LEAD][()]
+            snapshot = f[H.SNAPSHOT][()]
     except Exception as e:
         raise ForecastEvalError(f"{path}: cannot read as a chain file: {e}") from None
     sim = str(a["sim"])
@@ -438,7 +437,7 @@ def score_chain(path: Path, rollouts: dict[str, RolloutScore]) -> dict[str, Any]
         y = cache[s]
         L = int(lead[t])
         tstats.add(L, {}, radial_spectrum(y.astype(np.float64))[1])
-        x0 = d["init"][int(init_index[t])][rc]
+        x0 = d[H.INIT][int(init_index[t])][rc]
         cands = {
             "chain": samples[t].astype(np.float64).mean(axis=0),
             "persistence+bicubic": upsample_np(x0, factor, "bicubic"),

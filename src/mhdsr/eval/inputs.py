@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from mhdsr.dataset import h5layout as H
+from mhdsr.dataset.shards import HI, JSON, MemberRef, index_shard, read_ref, sample_key
 from mhdsr.errors import MhdsrError
 
 #: Datasets every inference file must hold (``key`` is optional: absent for run-folder inputs).
-REQUIRED_DATASETS = ("samples", "input", "time", "snapshot")
+REQUIRED_DATASETS = (H.SAMPLES, H.INPUT, H.TIME, H.SNAPSHOT)
 #: Attributes every inference file must hold.
 REQUIRED_ATTRS = ("channels", "sampler", "weights", "sim", "lo_kind")
 LO_KINDS = ("derived_avgpool2", "native")
@@ -107,7 +108,7 @@ class SampleFile:
             raise EvalInputError(
                 f"{self.path}: has neither a 'key' dataset nor a 'sim_seed' attribute"
             )
-        return [f"s{int(seed):04d}_n{int(n):05d}" for n in self.snapshots]
+        return [sample_key(int(seed), int(n)) for n in self.snapshots]
 
 
 def read_header(path: Path, root: Path) -> SampleFile:
@@ -128,17 +129,17 @@ def read_header(path: Path, root: Path) -> SampleFile:
                 if name not in f.attrs:
                     raise EvalInputError(f"{path}: missing attribute {name!r}")
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
-            shape = tuple(int(n) for n in f["samples"].shape)
-            lo_shape = tuple(int(n) for n in f["input"].shape)
-            snapshots = np.asarray(f["snapshot"][()], dtype=np.int64)
-            times = np.asarray(f["time"][()], dtype=np.float64)
-            keys = [_text(k) for k in f["key"][()]] if "key" in f else None
+            shape = tuple(int(n) for n in f[H.SAMPLES].shape)
+            lo_shape = tuple(int(n) for n in f[H.INPUT].shape)
+            snapshots = np.asarray(f[H.SNAPSHOT][()], dtype=np.int64)
+            times = np.asarray(f[H.TIME][()], dtype=np.float64)
+            keys = [_text(k) for k in f[H.KEY][()]] if H.KEY in f else None
     except EvalInputError:
         raise
     except Exception as e:  # h5py raises OSError, KeyError, ... for broken files
         raise EvalInputError(f"{path}: cannot read as an inference HDF5 file: {e}") from None
 
-    if not attrs.get("complete", True):
+    if not attrs.get(H.COMPLETE, True):
         raise EvalInputError(f"{path}: attribute complete is false (an unfinished sample run)")
     try:
         sampler = attrs["sampler"]
@@ -265,7 +266,7 @@ def read_samples(path: Path, t: int) -> np.ndarray:
     import h5py
 
     with h5py.File(path, "r") as f:
-        return np.asarray(f["samples"][t], dtype=np.float32)
+        return np.asarray(f[H.SAMPLES][t], dtype=np.float32)
 
 
 def read_inputs(path: Path) -> np.ndarray:
@@ -273,14 +274,7 @@ def read_inputs(path: Path) -> np.ndarray:
     import h5py
 
     with h5py.File(path, "r") as f:
-        return np.asarray(f["input"][()], dtype=np.float32)
-
-
-@dataclass
-class _Member:
-    path: str
-    offset: int
-    size: int
+        return np.asarray(f[H.INPUT][()], dtype=np.float32)
 
 
 @dataclass
@@ -294,7 +288,7 @@ class ShardTruth:
 
     root: Path
     manifest: dict[str, Any]
-    _index: dict[str, dict[str, dict[str, _Member]]] = field(default_factory=dict)
+    _index: dict[str, dict[str, dict[str, MemberRef]]] = field(default_factory=dict)
 
     @property
     def channels(self) -> list[str]:
@@ -316,8 +310,9 @@ class ShardTruth:
         rec = self.manifest["splits"].get(split)
         return rec is not None and rec.get("source") == "hi" and rec.get("samples", 0) > 0
 
-    def index(self, split: str) -> dict[str, dict[str, _Member]]:
-        """``key -> {member extension -> location}`` of one split (built once, from tar headers).
+    def index(self, split: str) -> dict[str, dict[str, MemberRef]]:
+        """``key -> {member extension -> location}`` of one split (built once, from tar headers
+        and json members: :func:`mhdsr.dataset.shards.index_shard`).
 
         Raises:
             EvalInputError: the split is unknown or a shard cannot be read.
@@ -330,32 +325,26 @@ class ShardTruth:
             paths = shard_paths(self.root, self.manifest, split)
         except MhdsrError as e:
             raise EvalInputError(str(e)) from None
-        out: dict[str, dict[str, _Member]] = {}
+        out: dict[str, dict[str, MemberRef]] = {}
         for p in paths:
             try:
-                with tarfile.open(p, "r:") as tf:
-                    for ti in tf:
-                        if not ti.isfile():
-                            continue
-                        key, _, ext = ti.name.rsplit("/", 1)[-1].partition(".")
-                        out.setdefault(key, {})[ext] = _Member(p, ti.offset_data, ti.size)
-            except (OSError, tarfile.TarError) as e:
-                raise EvalInputError(f"{p}: cannot read shard: {e}") from None
+                for smp in index_shard(p):
+                    out.setdefault(smp.key, {}).update(smp.members)
+            except MhdsrError as e:
+                raise EvalInputError(str(e)) from None
         self._index[split] = out
         return out
 
-    def _read(self, m: _Member) -> bytes:
-        with open(m.path, "rb") as f:
-            f.seek(m.offset)
-            data = f.read(m.size)
-        if len(data) != m.size:
-            raise EvalInputError(f"{m.path}: truncated shard")
-        return data
+    def _read(self, m: MemberRef) -> bytes:
+        try:
+            return read_ref(m)  # checked against the builder's checksum
+        except MhdsrError as e:
+            raise EvalInputError(str(e)) from None
 
     def record(self, split: str, key: str) -> dict[str, Any]:
         """The ``json`` member of a sample (``{}`` if absent)."""
         members = self.index(split)[key]
-        return json.loads(self._read(members["json"])) if "json" in members else {}
+        return json.loads(self._read(members[JSON])) if JSON in members else {}
 
     def hi(self, split: str, key: str) -> np.ndarray:
         """``hi.npy`` of one sample, float32 ``(C_all, H, W)`` in manifest channel order.
@@ -364,11 +353,11 @@ class ShardTruth:
             EvalInputError: the key or its hi member is missing, or the array has a wrong shape.
         """
         members = self.index(split).get(key)
-        if members is None or "hi.npy" not in members:
+        if members is None or HI not in members:
             raise EvalInputError(
                 f"shards {self.root}: split {split!r} has no hi field for key {key!r}"
             )
-        arr = np.load(io.BytesIO(self._read(members["hi.npy"])), allow_pickle=False)
+        arr = np.load(io.BytesIO(self._read(members[HI])), allow_pickle=False)
         if arr.shape != self.hi_shape:
             raise EvalInputError(
                 f"shards {self.root}: {key} hi.npy has shape {arr.shape}, manifest says "
@@ -379,5 +368,5 @@ class ShardTruth:
     def iter_hi(self, split: str) -> Iterator[tuple[str, np.ndarray]]:
         """Every ``(key, hi)`` of a split, in sorted key order."""
         for key in sorted(self.index(split)):
-            if "hi.npy" in self.index(split)[key]:
+            if HI in self.index(split)[key]:
                 yield key, self.hi(split, key)

@@ -8,7 +8,8 @@ shards). The snapshots ``dt`` apart (header times, :mod:`mhdsr.dataset.cadence`)
 initial snapshot ``n0`` at ``t0``, its history (``x(t0 - dt)`` when the model takes two states)
 and the truth at ``t0 + k dt``, ``k = 1 .. steps``, where the run has it.
 
-Output ``<output_dir>/<resolution folder>__<run folder>.h5``::
+Output ``<output_dir>/<resolution folder>__<run folder>.h5`` (names:
+:mod:`mhdsr.dataset.h5layout`)::
 
     forecast        (N, L, C, h, w) float32  physical units, leads 1 .. L
     truth           (N, L, C, h, w) float32  the run at t0 + k dt (NaN where it has no snapshot)
@@ -45,17 +46,19 @@ import torch
 
 from mhdsr.channels import CHANNELS
 from mhdsr.config import from_dict, to_yaml
+from mhdsr.dataset import h5layout as H
 from mhdsr.dataset.cadence import Cadence, cadence, lo_of_hi, orbit_time
+from mhdsr.dataset.h5layout import output_path, read_settings, stale_tmps
 from mhdsr.dataset.normalize import Normalizer
 from mhdsr.errors import CheckpointError, ConfigError
 from mhdsr.forecast.config import RolloutConfig
 from mhdsr.forecast.loss import rollout
-from mhdsr.io_utils import atomic_path, complete_h5_settings, make_output_dir, write_text_atomic
+from mhdsr.io_utils import atomic_path, make_output_dir, write_text_atomic
 from mhdsr.units import orbits
 
 log = logging.getLogger("mhdsr.forecast")
 
-KIND = "forecast"
+KIND = H.KIND_FORECAST
 CONFIG_NAME = "rollout_config.yaml"
 NATIVE, POOLED = "native_lo", "avgpool2_hi"
 
@@ -278,17 +281,6 @@ def _truth(cad: Cadence, init: int, steps: int) -> list[int | None]:
 # Files
 
 
-def output_path(output_dir: str | Path, sim: str) -> Path:
-    """``output_dir / (sim with "/" replaced by "__") + ".h5"`` (as ``mhdsr sample``)."""
-    return Path(output_dir) / (sim.replace("/", "__") + ".h5")
-
-
-def read_settings(path: Path) -> dict[str, Any] | None:
-    """The ``settings`` of a COMPLETE output file, else ``None``
-    (:func:`mhdsr.io_utils.complete_h5_settings`)."""
-    return complete_h5_settings(path)
-
-
 def _settings(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan) -> dict[str, Any]:
     return {
         "checkpoint_sha256": fm.sha256,
@@ -303,10 +295,6 @@ def _settings(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan) -> dict[str, A
     }
 
 
-def _stale(path: Path) -> list[Path]:
-    return sorted(path.parent.glob(f".{path.name}.tmp-*"))
-
-
 @torch.no_grad()
 def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torch.device) -> Path:
     """Roll out every initial state of ``rp`` and write its file atomically."""
@@ -317,7 +305,7 @@ def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torc
     n, steps, c = len(rp.inits), int(cfg.steps), len(fm.channels)
     h, w = fm.grid
     path = output_path(cfg.output_dir, rp.sim)
-    for old in _stale(path):
+    for old in stale_tmps(path):
         with contextlib.suppress(FileNotFoundError):
             old.unlink()
     dt_code = orbit_time(fm.dt_orbits, rp.omega0)
@@ -330,25 +318,25 @@ def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torc
 
     nan = np.full((c, h, w), np.nan, dtype=np.float32)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("forecast", (n, steps, c, h, w), dtype="f4", chunks=(1, 1, c, h, w))
-        f.create_dataset("truth", (n, steps, c, h, w), dtype="f4", chunks=(1, 1, c, h, w))
-        f["lead"] = np.arange(1, steps + 1, dtype=np.int64)
-        f["lead_orbits"] = np.arange(1, steps + 1, dtype=np.float64) * fm.dt_orbits
-        f["truth_snapshot"] = np.array(
+        f.create_dataset(H.FORECAST, (n, steps, c, h, w), dtype="f4", chunks=(1, 1, c, h, w))
+        f.create_dataset(H.TRUTH, (n, steps, c, h, w), dtype="f4", chunks=(1, 1, c, h, w))
+        f[H.LEAD] = np.arange(1, steps + 1, dtype=np.int64)
+        f[H.LEAD_ORBITS] = np.arange(1, steps + 1, dtype=np.float64) * fm.dt_orbits
+        f[H.TRUTH_SNAPSHOT] = np.array(
             [[-1 if s is None else s for s in row] for row in rp.truth], dtype=np.int64
         )
         init = np.stack([field_of(s)[0] for s in rp.inits])
-        f["init"] = init
-        f["init_snapshot"] = np.asarray(rp.inits, dtype=np.int64)
+        f[H.INIT] = init
+        f[H.INIT_SNAPSHOT] = np.asarray(rp.inits, dtype=np.int64)
         t0 = np.array([field_of(s)[1] for s in rp.inits], dtype=np.float64)
-        f["init_time"] = t0
-        f["init_cycle"] = np.array([field_of(s)[2] for s in rp.inits], dtype=np.int64)
-        f["time"] = t0[:, None] + dt_code * np.arange(1, steps + 1)[None, :]
-        f["prev"] = np.stack([nan if p is None else field_of(p)[0] for p in rp.prevs])
-        f["prev_snapshot"] = np.array([-1 if p is None else p for p in rp.prevs], dtype=np.int64)
+        f[H.INIT_TIME] = t0
+        f[H.INIT_CYCLE] = np.array([field_of(s)[2] for s in rp.inits], dtype=np.int64)
+        f[H.TIME] = t0[:, None] + dt_code * np.arange(1, steps + 1)[None, :]
+        f[H.PREV] = np.stack([nan if p is None else field_of(p)[0] for p in rp.prevs])
+        f[H.PREV_SNAPSHOT] = np.array([-1 if p is None else p for p in rp.prevs], dtype=np.int64)
         for i, row in enumerate(rp.truth):
             for k, s in enumerate(row):
-                f["truth"][i, k] = nan if s is None else field_of(s)[0]
+                f[H.TRUTH][i, k] = nan if s is None else field_of(s)[0]
         for b0 in range(0, n, cfg.batch_size):
             idx = list(range(b0, min(n, b0 + cfg.batch_size)))
             hist = []
@@ -358,9 +346,9 @@ def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torc
             states = fm.norm.normalize(torch.from_numpy(np.stack(hist)).to(device))
             dt = torch.full((len(idx),), fm.dt_orbits, device=device)
             pred = fm.norm.denormalize(rollout(fm.model, states, dt, steps)).cpu().numpy()
-            f["forecast"][idx[0] : idx[-1] + 1] = pred.astype(np.float32)
+            f[H.FORECAST][idx[0] : idx[-1] + 1] = pred.astype(np.float32)
         attrs = {
-            "kind": KIND,
+            H.KIND: KIND,
             "channels": list(fm.channels),
             "checkpoint": fm.path,
             "checkpoint_sha256": fm.sha256,
@@ -380,13 +368,13 @@ def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torc
             "norm_mean": [float(x) for x in fm.norm.mean],
             "norm_std": [float(x) for x in fm.norm.std],
             "units": "physical (code units); lo grid",
-            "settings": json.dumps(_settings(cfg, fm, rp), sort_keys=True),
+            H.SETTINGS: json.dumps(_settings(cfg, fm, rp), sort_keys=True),
         }
         for k, v in attrs.items():
             f.attrs[k] = v
-        finite = bool(np.isfinite(f["forecast"][()]).all())
-        f.attrs["finite"] = finite
-        f.attrs["complete"] = True
+        finite = bool(np.isfinite(f[H.FORECAST][()]).all())
+        f.attrs[H.FINITE] = finite
+        f.attrs[H.COMPLETE] = True
     if not finite:
         log.warning(
             "%s: the forecast holds NaN/inf (the rollout diverged); kept and flagged", rp.sim

@@ -1,5 +1,5 @@
 """Bulk inference: every selected snapshot of every input sim, ``ensemble`` members each, to one
-HDF5 file per sim (docs/design.md "Formats"; layout in :mod:`mhdsr.sample.h5out`).
+HDF5 file per sim (docs/design.md "Formats"; layout in :mod:`mhdsr.dataset.h5layout`).
 
 Per snapshot (docs/design.md "The method"): ``lo`` in physical units (:mod:`mhdsr.sample.inputs`),
 ``u = Up((lo - mean) / std)`` with the export's normalization and upsampling mode, ``x`` from
@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from mhdsr.config import to_yaml
+from mhdsr.dataset.h5layout import SETTINGS
 from mhdsr.errors import CheckpointError, ConfigError, MhdsrError, ShardError
 from mhdsr.io_utils import make_output_dir
 from mhdsr.model.inference import LoadedModel, load_model, resolve_device
@@ -346,7 +347,7 @@ def _attrs(plan: Plan, sim: SimInput) -> dict[str, Any]:
             else {}
         ),
         "units": "physical (denormalized with the export's per-channel mean/std)",
-        "settings": json.dumps(plan.settings[sim.name], sort_keys=True),
+        SETTINGS: json.dumps(plan.settings[sim.name], sort_keys=True),
         **sim.extra_attrs,
     }
 

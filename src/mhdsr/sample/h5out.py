@@ -1,4 +1,5 @@
-"""One HDF5 file per input sim (docs/design.md "Formats", inference output).
+"""One HDF5 file per input sim (docs/design.md "Formats", inference output): the writer. The
+names (file, datasets, attributes) are :mod:`mhdsr.dataset.h5layout`'s.
 
 Layout of ``<output_dir>/<sim with "/" -> "__">.h5``::
 
@@ -33,26 +34,12 @@ from typing import Any
 import h5py
 import numpy as np
 
+from mhdsr.dataset import h5layout as H
+from mhdsr.dataset.h5layout import output_path, read_settings, stale_tmps
 from mhdsr.errors import NonFiniteError
-from mhdsr.io_utils import complete_h5_settings, write_failed
+from mhdsr.io_utils import write_failed
 
-SUFFIX = ".h5"
-
-
-def output_path(output_dir: str | Path, sim: str) -> Path:
-    """``output_dir / (sim with "/" replaced by "__") + ".h5"``."""
-    return Path(output_dir) / (sim.replace("/", "__") + SUFFIX)
-
-
-def stale_tmps(path: Path) -> list[Path]:
-    """Temporary files of ``path`` left by killed runs."""
-    return sorted(path.parent.glob(f".{path.name}.tmp-*"))
-
-
-def read_settings(path: Path) -> dict[str, Any] | None:
-    """The ``settings`` of a COMPLETE output file, else ``None``
-    (:func:`mhdsr.io_utils.complete_h5_settings`)."""
-    return complete_h5_settings(path)
+__all__ = ["SimWriter", "output_path", "read_settings", "settings_diff", "stale_tmps"]
 
 
 def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -137,17 +124,17 @@ class SimWriter:
     def _create(self, n_snap, ensemble, c, hi_shape, lo_shape, with_keys, attrs) -> None:  # type: ignore[no-untyped-def]
         f = self.f
         f.create_dataset(
-            "samples", (n_snap, ensemble, c, *hi_shape), dtype="f4", chunks=(1, 1, c, *hi_shape)
+            H.SAMPLES, (n_snap, ensemble, c, *hi_shape), dtype="f4", chunks=(1, 1, c, *hi_shape)
         )
-        f.create_dataset("input", (n_snap, c, *lo_shape), dtype="f4", chunks=(1, c, *lo_shape))
-        f.create_dataset("time", (n_snap,), dtype="f8")
-        f.create_dataset("snapshot", (n_snap,), dtype="i8")
-        f.create_dataset("cycle", (n_snap,), dtype="i8")
+        f.create_dataset(H.INPUT, (n_snap, c, *lo_shape), dtype="f4", chunks=(1, c, *lo_shape))
+        f.create_dataset(H.TIME, (n_snap,), dtype="f8")
+        f.create_dataset(H.SNAPSHOT, (n_snap,), dtype="i8")
+        f.create_dataset(H.CYCLE, (n_snap,), dtype="i8")
         if with_keys:
-            f.create_dataset("key", (n_snap,), dtype=h5py.string_dtype())
+            f.create_dataset(H.KEY, (n_snap,), dtype=h5py.string_dtype())
         for k, v in attrs.items():
             f.attrs[k] = v
-        f.attrs["complete"] = False
+        f.attrs[H.COMPLETE] = False
 
     def __enter__(self) -> SimWriter:
         return self
@@ -158,12 +145,12 @@ class SimWriter:
         """Store snapshot ``t``'s lo field ``(C, h, w)`` and its coordinates."""
         self.snapshots[t] = int(snapshot)
         with self._failing():
-            self.f["input"][t] = lo
-            self.f["time"][t] = time
-            self.f["snapshot"][t] = snapshot
-            self.f["cycle"][t] = cycle
-            if key is not None and "key" in self.f:
-                self.f["key"][t] = key
+            self.f[H.INPUT][t] = lo
+            self.f[H.TIME][t] = time
+            self.f[H.SNAPSHOT][t] = snapshot
+            self.f[H.CYCLE][t] = cycle
+            if key is not None and H.KEY in self.f:
+                self.f[H.KEY][t] = key
 
     def write_samples(self, t: int, m0: int, x: np.ndarray) -> None:
         """Store members ``m0 .. m0 + len(x) - 1`` of snapshot ``t``; ``x`` ``(k, C, H, W)``.
@@ -184,7 +171,7 @@ class SimWriter:
                 "the file is not written"
             )
         with self._failing():
-            self.f["samples"][t, m0 : m0 + len(x)] = x
+            self.f[H.SAMPLES][t, m0 : m0 + len(x)] = x
 
     def commit(self) -> None:
         """Mark complete, flush, close and rename to the final name.
@@ -193,7 +180,7 @@ class SimWriter:
             OutputWriteError: the file could not be written (names it; nothing is kept).
         """
         with self._failing():
-            self.f.attrs["complete"] = True
+            self.f.attrs[H.COMPLETE] = True
             self.f.flush()
             self.f.close()
             os.replace(self.tmp, self.path)

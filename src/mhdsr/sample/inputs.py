@@ -24,9 +24,7 @@ file numbers) and ``stride`` apply per sim to its sorted snapshots, for both kin
 
 from __future__ import annotations
 
-import json
 import re
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,8 @@ import numpy as np
 
 from mhdsr.channels import CHANNELS
 from mhdsr.config import require_folder
+from mhdsr.dataset import h5layout as H
+from mhdsr.dataset.shards import HI, LO, MemberRef, index_shard, read_ref
 from mhdsr.errors import ConfigError, ShardError
 from mhdsr.sample.config import SampleConfig
 
@@ -55,7 +55,7 @@ class Snap:
         time: simulation time (code units; runs: NaN until read, see :meth:`SimInput.load_lo`).
         cycle: AthenaK cycle (runs: -1 until read).
         key: shard sample key ``s{seed:04d}_n{snapshot:05d}`` (shards only, else ``None``).
-        member: ``(tar path, byte offset, size)`` of the ``lo.npy``/``hi.npy`` member (shards).
+        member: where the ``lo.npy``/``hi.npy`` member lies, with its checksum (shards).
         noise: the words of the noise key that replace ``(snapshot,)`` (forecast inputs:
             ``(initial snapshot, lead)``); ``None`` = the snapshot.
         index: forecast inputs: ``(initial state, lead index)`` in the rollout file.
@@ -65,7 +65,7 @@ class Snap:
     time: float
     cycle: int
     key: str | None = None
-    member: tuple[str, int, int] | None = None
+    member: MemberRef | None = None
     noise: tuple[int, ...] | None = None
     index: tuple[int, int] | None = None
 
@@ -130,7 +130,7 @@ class SimInput:
             assert s.index is not None and self.forecast_file is not None
             idx = [self.stored_channels.index(c) for c in channels]
             with h5py.File(self.forecast_file, "r") as f:
-                arr = np.asarray(f["forecast"][s.index[0], s.index[1]], dtype=np.float32)[idx]
+                arr = np.asarray(f[H.FORECAST][s.index[0], s.index[1]], dtype=np.float32)[idx]
             return np.ascontiguousarray(arr), s.time, s.cycle
         if self.source == "runs":
             if self._run is None:
@@ -140,7 +140,7 @@ class SimInput:
             snap = self._run.read_snapshot(s.snapshot, list(channels))
             return np.ascontiguousarray(snap.data), float(snap.time), int(snap.cycle)
         idx = [self.stored_channels.index(c) for c in channels]
-        member = "hi.npy" if self.lo_kind == LO_DERIVED else "lo.npy"
+        member = HI if self.lo_kind == LO_DERIVED else LO
         arr = _read_member(s, self.stored_shape, member)[idx]
         if self.lo_kind == LO_DERIVED:
             import torch
@@ -155,15 +155,8 @@ def _read_member(s: Snap, shape: tuple[int, ...] | None, member: str) -> np.ndar
     from mhdsr.dataset.npy import decode_npy
 
     assert s.member is not None
-    path, offset, size = s.member
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            raw = f.read(size)
-    except OSError as e:
-        raise ShardError(f"{path}: cannot read sample {s.key}: {e}") from None
-    if len(raw) != size:
-        raise ShardError(f"{path}: sample {s.key} is truncated ({len(raw)} of {size} bytes)")
+    path = s.member.path
+    raw = read_ref(s.member)  # checked against the builder's checksum
     arr = decode_npy(raw, f"{s.key} in {path}", member, shape)
     if not np.isfinite(arr.sum()):  # the builder never writes NaN/inf: the shard is corrupt
         raise ShardError(
@@ -185,34 +178,6 @@ def _window(snaps: list[Snap], cfg: SampleConfig) -> list[Snap]:
 
 # ----------------------------------------------------------------------------------------------
 # Shards
-
-
-def _split_member(name: str) -> tuple[str, str]:
-    """webdataset's rule: key = path up to the first dot of the base name, ext = the rest."""
-    d, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    return (f"{d}/{stem}" if d else stem), ext
-
-
-def _scan_tar(path: str) -> dict[str, dict[str, Any]]:
-    """Key -> {"json": dict, ext: (offset, size)} for every sample of one shard (headers only)."""
-    out: dict[str, dict[str, Any]] = {}
-    try:
-        with tarfile.open(path, mode="r:") as tf:
-            for ti in tf:
-                if not ti.isfile():
-                    continue
-                key, ext = _split_member(ti.name)
-                rec = out.setdefault(key, {})
-                if ext == "json":
-                    f = tf.extractfile(ti)
-                    assert f is not None
-                    rec["json"] = json.loads(f.read())
-                else:
-                    rec[ext] = (ti.offset_data, ti.size)
-    except (OSError, tarfile.TarError, ValueError) as e:
-        raise ShardError(f"{path}: cannot index shard: {e}") from None
-    return out
 
 
 def index_shards(cfg: SampleConfig) -> list[SimInput]:
@@ -240,19 +205,21 @@ def index_shards(cfg: SampleConfig) -> list[SimInput]:
     for p in paths:
         if not Path(p).is_file():
             raise ShardError(f"{root}: shard {p} of split {split!r} is missing")
-        for key, rec in _scan_tar(p).items():
-            meta = rec.get("json")
-            if meta is None or "sim" not in meta or "snapshot" not in meta:
-                raise ShardError(f"{p}: sample {key} has no json member with sim and snapshot")
-            by_sim.setdefault(str(meta["sim"]), []).append((meta, p, {**rec, "key": key}))
+        for smp in index_shard(p):
+            meta = smp.meta
+            if "json" not in smp.members or "sim" not in meta or "snapshot" not in meta:
+                raise ShardError(f"{p}: sample {smp.key} has no json member with sim and snapshot")
+            by_sim.setdefault(str(meta["sim"]), []).append(
+                (meta, p, {**smp.members, "key": smp.key})
+            )
     sims = []
     for name in sorted(by_sim):
         recs = by_sim[name]
-        kinds = {"lo.npy" in r for _, _, r in recs}
+        kinds = {LO in r for _, _, r in recs}
         if len(kinds) != 1:
             raise ShardError(f"{root}: sim {name} mixes native lo and hi-only samples")
         native = kinds.pop()
-        ext = "lo.npy" if native else "hi.npy"
+        ext = LO if native else HI
         shape = tuple(int(n) for n in manifest["shapes"]["lo" if native else "hi"])
         snaps, seen = [], set()
         for meta, p, r in recs:
@@ -266,14 +233,13 @@ def index_shards(cfg: SampleConfig) -> list[SimInput]:
             if n in seen:
                 raise ShardError(f"{root}: sim {name} snapshot {n} appears twice in split {split}")
             seen.add(n)
-            off, size = r[ext]
             snaps.append(
                 Snap(
                     n,
                     float(meta.get("time", np.nan)),
                     int(meta.get("cycle", -1)),
                     r["key"],
-                    (p, off, size),
+                    r[ext],
                 )
             )
         seeds = {m["seed"] for m, _, _ in recs if "seed" in m}
@@ -398,16 +364,16 @@ def index_forecasts(cfg: SampleConfig) -> list[SimInput]:
         try:
             with h5py.File(path, "r") as f:
                 a = dict(f.attrs)
-                if a.get("kind") != "forecast" or not bool(a.get("complete", False)):
+                if H.file_kind(a) != H.KIND_FORECAST or not bool(a.get(H.COMPLETE, False)):
                     raise ConfigError(
                         f"config key 'inputs.forecasts': {path} is not a complete rollout file of "
                         "`mhdsr forecast rollout`"
                     )
-                shape = tuple(int(n) for n in f["forecast"].shape)
-                inits = np.asarray(f["init_snapshot"][()], dtype=np.int64)
-                truth = np.asarray(f["truth_snapshot"][()], dtype=np.int64)
-                times = np.asarray(f["time"][()], dtype=np.float64)
-                finite = bool(a.get("finite", True))
+                shape = tuple(int(n) for n in f[H.FORECAST].shape)
+                inits = np.asarray(f[H.INIT_SNAPSHOT][()], dtype=np.int64)
+                truth = np.asarray(f[H.TRUTH_SNAPSHOT][()], dtype=np.int64)
+                times = np.asarray(f[H.TIME][()], dtype=np.float64)
+                finite = bool(a.get(H.FINITE, True))
         except (OSError, KeyError) as e:
             raise ConfigError(f"config key 'inputs.forecasts': {path}: cannot read ({e})") from None
         if not finite:
@@ -441,15 +407,15 @@ def index_forecasts(cfg: SampleConfig) -> list[SimInput]:
             stored_channels=channels,
             forecast_file=str(path),
             extra_attrs={
-                "kind": "chain",
+                H.KIND: H.KIND_CHAIN,
                 "forecast_file": str(path),
                 "forecast_sha256": sha256_file(path),
                 "dt_orbits": float(a["dt_orbits"]),
                 "forecast_lo_kind": str(a["lo_kind"]),
             },
             datasets={
-                "init_index": np.array([s.index[0] for s in snaps], dtype=np.int64),
-                "lead": np.array([s.index[1] + 1 for s in snaps], dtype=np.int64),
+                H.INIT_INDEX: np.array([s.index[0] for s in snaps], dtype=np.int64),
+                H.LEAD: np.array([s.index[1] + 1 for s in snaps], dtype=np.int64),
             },
         )
     return [sims[k] for k in sorted(sims)]

@@ -26,7 +26,7 @@ from mhdsr.errors import AthenaKFormatError, ConfigError, ShardError
 from mhdsr.shard_builder.config import HI_SPLITS, ShardBuildConfig
 
 #: bump when the bytes written for the same plan change (part of every shard's plan hash)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: json records the members' digests
 TAR_BLOCK = 512
 TAR_RECORD = 10240  # tarfile pads the archive to a multiple of this (20 blocks)
 JSON_BYTES_BOUND = 1024  # sample json is < 1 KiB (checked when written)

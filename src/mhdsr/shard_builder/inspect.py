@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 
 from mhdsr.dataset.manifest import read_manifest, shard_paths
+from mhdsr.dataset.shards import ARRAY_MEMBERS, CHECKSUM_FIELD, digest, iter_members, sample_key
+from mhdsr.dataset.shards import first_sample as read_first_sample
+from mhdsr.errors import ShardError
 
 NPY_MEMBERS = ("hi.npy", "lo.npy")
 
@@ -44,14 +47,6 @@ class _HashingReader:
     def drain(self) -> None:
         while self.read(1 << 22):
             pass
-
-
-def split_member(name: str) -> tuple[str, str]:
-    """``"dir/s0001_n00002.hi.npy"`` -> ``("dir/s0001_n00002", "hi.npy")`` (webdataset's rule:
-    the key ends at the first dot of the file name)."""
-    head, _, base = name.rpartition("/")
-    key, _, ext = base.partition(".")
-    return (f"{head}/{key}" if head else key), ext
 
 
 def npy_info(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -90,6 +85,21 @@ def _check_npy(data: bytes, expect: list[int], where: str) -> list[str]:
     return probs
 
 
+def _check_sums(members: dict[str, bytes], meta: Any, where: str) -> list[str]:
+    """Array members whose bytes differ from the digest recorded in the json (shards built
+    before checksums carry none: nothing to check)."""
+    sums = meta.get(CHECKSUM_FIELD) if isinstance(meta, dict) else None
+    if not isinstance(sums, dict):
+        return []
+    probs = []
+    for m in ARRAY_MEMBERS:
+        if m in members and m not in sums:
+            probs.append(f"{where}: no checksum recorded for {m}")
+        elif m in members and digest(members[m]) != sums[m]:
+            probs.append(f"{where} {m}: bytes fail the recorded checksum ({CHECKSUM_FIELD})")
+    return probs
+
+
 def _check_window(
     key: str, members: dict[str, bytes], split: str, manifest: dict[str, Any], shard: str
 ) -> list[str]:
@@ -108,8 +118,9 @@ def _check_window(
         return probs
     try:
         meta = json.loads(members["json"])
+        probs += _check_sums(members, meta, where)
         k = int(manifest["shapes"]["seq"][0])
-        exp_key = f"s{meta['seed']:04d}_n{meta['snapshot']:05d}"
+        exp_key = sample_key(meta["seed"], meta["snapshot"])
         times, snaps = [float(t) for t in meta["times"]], list(meta["snapshots"])
         rec = manifest["provenance"]["windows"][meta["sim"]]
     except (ValueError, KeyError, TypeError, IndexError):
@@ -150,7 +161,7 @@ def _check_sample(
             meta = {}
     if meta:
         try:
-            exp_key = f"s{meta['seed']:04d}_n{meta['snapshot']:05d}"
+            exp_key = sample_key(meta["seed"], meta["snapshot"])
         except (KeyError, TypeError, ValueError):
             exp_key = "<json lacks integer seed/snapshot>"
         if exp_key != key:
@@ -168,7 +179,7 @@ def _check_sample(
     for m in NPY_MEMBERS:
         if m in members:
             probs += _check_npy(members[m], manifest["shapes"][m[:2]], f"{where} {m}")
-    return probs
+    return probs + _check_sums(members, meta, where)
 
 
 def scan_shard(path: str | Path, split: str, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -184,29 +195,29 @@ def scan_shard(path: str | Path, split: str, manifest: dict[str, Any]) -> dict[s
     with open(path, "rb") as f:
         hr = _HashingReader(f)
         try:
-            with tarfile.open(fileobj=hr, mode="r|") as tf:
-                current, members, flagged = None, {}, set()
-                for ti in tf:
-                    if not ti.isfile():
-                        probs.append(f"shard {name}: member {ti.name} is not a regular file")
-                        continue
-                    key, ext = split_member(ti.name)
-                    data = tf.extractfile(ti).read()
-                    if key != current:
-                        if current is not None and current not in flagged:
-                            probs += _check_sample(current, members, split, manifest, name)
-                        if key in keys:
-                            probs.append(f"members of key {key} not adjacent in shard {name}")
-                            flagged.add(key)
-                        else:
-                            keys.append(key)
-                        current, members = key, {}
-                    if ext in members:
-                        probs.append(f"shard {name} key {key}: member {ext} appears twice")
-                    members[ext] = data
-                if current is not None and current not in flagged:
-                    probs += _check_sample(current, members, split, manifest, name)
-        except tarfile.TarError as e:
+            current, members, flagged = None, {}, set()
+            for ti, key, ext, data in iter_members(hr, name, stream=True):
+                if not ti.isfile():
+                    probs.append(f"shard {name}: member {ti.name} is not a regular file")
+                    continue
+                if key is None:
+                    probs.append(f"shard {name}: member {ti.name} is not sample data")
+                    continue
+                if key != current:
+                    if current is not None and current not in flagged:
+                        probs += _check_sample(current, members, split, manifest, name)
+                    if key in keys:
+                        probs.append(f"members of key {key} not adjacent in shard {name}")
+                        flagged.add(key)
+                    else:
+                        keys.append(key)
+                    current, members = key, {}
+                if ext in members:
+                    probs.append(f"shard {name} key {key}: member {ext} appears twice")
+                members[ext] = data
+            if current is not None and current not in flagged:
+                probs += _check_sample(current, members, split, manifest, name)
+        except (tarfile.TarError, ShardError) as e:
             probs.append(f"shard {name}: not a readable tar ({e})")
         hr.drain()
     return {
@@ -306,25 +317,21 @@ def check_files(shard_dir: str | Path) -> dict[str, Any]:
 
 def _sample_members(path: str | Path) -> tuple[str, dict[str, Any]]:
     """Key and member summaries of a shard's first sample."""
-    key, members = None, {}
-    with tarfile.open(path, mode="r|") as tf:
-        for ti in tf:
-            k, ext = split_member(ti.name)
-            if key is None:
-                key = k
-            elif k != key:
-                break
-            data = tf.extractfile(ti).read()
-            if ext.endswith("npy"):
-                shape, _, dtype, _ = npy_info(data)
-                members[ext] = {"dtype": dtype.str, "shape": list(shape)}
-            elif ext == "json":
-                members[ext] = json.loads(data)
-            else:
-                members[ext] = {"bytes": len(data)}
-    if key is None:
+    first = read_first_sample(str(path))
+    if first is None:
         raise ValueError(f"{path}: empty tar")
-    return key, members
+    members: dict[str, Any] = {}
+    for ext, data in first.items():
+        if ext.startswith("__"):
+            continue
+        if ext.endswith("npy"):
+            shape, _, dtype, _ = npy_info(data)
+            members[ext] = {"dtype": dtype.str, "shape": list(shape)}
+        elif ext == "json":
+            members[ext] = json.loads(data)
+        else:
+            members[ext] = {"bytes": len(data)}
+    return first["__key__"], members
 
 
 def first_sample(shard_dir: str | Path) -> dict[str, Any] | None:

@@ -8,7 +8,8 @@ so a killed build leaves either a complete, recorded shard or nothing usable.
 
 Sample layout (docs/design.md "Formats"): key ``s{seed:04d}_n{snapshot:05d}``; members ``hi.npy``
 (C, H, W) float32 little-endian C-contiguous, ``lo.npy`` (C, h, w) for native lo samples,
-``json`` metadata. Forecast windows (items of kind ``window``,
+``json`` metadata (with ``sum64``: a digest of each array member, checked by every reader,
+:mod:`mhdsr.dataset.shards`). Forecast windows (items of kind ``window``,
 :mod:`mhdsr.shard_builder.windows`): ``seq.npy`` (K, C, h, w), the window's snapshots on the lo
 grid (``avgpool2`` of a hi run, :func:`mhdsr.dataset.cadence.lo_of_hi`), and ``json``. webdataset's TarWriter writes one sample's members consecutively (sorted by
 extension: ``hi.npy``, ``json``, ``lo.npy``), with a fixed mtime/owner so shards are
@@ -30,6 +31,7 @@ import numpy as np
 from mhdsr.athenak import AthenaKRun
 from mhdsr.channels import CHANNELS
 from mhdsr.dataset.npy import encode_npy, sample_key
+from mhdsr.dataset.shards import CHECKSUM_FIELD, checksums
 from mhdsr.errors import AthenaKFormatError, ShardError
 from mhdsr.io_utils import write_text_atomic
 from mhdsr.shard_builder.stats import ChannelStats, avgpool2_f64
@@ -187,6 +189,7 @@ def build_shard(job: dict[str, Any]) -> dict[str, Any]:
                             {"sim": item["sim"], "snapshot": item["snapshot"], "reason": str(e)}
                         )
                         continue
+                    meta[CHECKSUM_FIELD] = checksums(sample)  # checked by every reader
                     text = json.dumps(meta, separators=(",", ":")).encode()
                     if len(text) > 1024:  # plan.JSON_BYTES_BOUND, used to size shards
                         raise ShardError(f"shard {name}: sample json of {len(text)} bytes > 1024")
