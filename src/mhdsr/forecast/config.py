@@ -18,7 +18,7 @@ from typing import Literal
 
 from mhdsr.config import require
 from mhdsr.model.fno import FNOConfig
-from mhdsr.runtime.config import TrainerConfig
+from mhdsr.runtime.config import TrainerConfig, trainer_config
 
 Weights = Literal["ema", "raw"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -95,6 +95,7 @@ class ForecastLossConfig:
         )
 
 
+@trainer_config
 @dataclass
 class ForecastTrainConfig(TrainerConfig):
     """``mhdsr forecast train`` configuration: the shared trainer settings

@@ -255,6 +255,18 @@ class TrainerConfig:
         """Checks of a trainer's own sections across each other (none by default)."""
 
 
+def trainer_config(cls: type) -> type:
+    """Class decorator (above ``@dataclass``) of a :class:`TrainerConfig` subclass: its fields
+    in the order of the YAML files and of every recorded config (``run_dir`` ... ``channels``,
+    then the trainer's own sections, then the shared ones), not base-class first."""
+    fields_ = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    shared = list(TrainerConfig.__dataclass_fields__)
+    head = shared[: shared.index("optim")]
+    own = [k for k in fields_ if k not in shared]
+    cls.__dataclass_fields__ = {k: fields_[k] for k in head + own + shared[len(head) :]}  # type: ignore[attr-defined]
+    return cls
+
+
 def check_paths(cfg: Any) -> None:
     """Check a training config's paths on disk before anything slow happens (importing torch
     and DeepSpeed, starting the process group): the shard folder ``shards`` holds a valid

@@ -3,9 +3,12 @@
 
 What is trained is a :class:`Task` (the super-resolution flow in :mod:`mhdsr.train.task`, the
 neural operator in :mod:`mhdsr.forecast.task`): it builds the model, streams batches, computes
-the loss of one micro-batch, validates and draws panels. Everything else is here, once: process
-group and device, DeepSpeed engine, EMA, learning-rate schedule, checkpoints and exports,
-resume, logging, fault injection.
+the loss of one micro-batch, validates and draws panels. :func:`fit` holds everything else, in
+the order it happens: process group and device, DeepSpeed engine, EMA, learning-rate schedule,
+the optimizer steps, logging, validation, checkpoints. Resume and saving are
+:mod:`mhdsr.runtime.checkpoint` (``resume_point``/``resume``, ``save``); FLOPs, throughput and
+the run summary :class:`~mhdsr.runtime.monitor.Monitor`; fault injection for tests (``debug``)
+the named hooks of :mod:`mhdsr.runtime.faults`.
 
 Rerunning the same command resumes from the newest complete checkpoint in ``run_dir``. The same
 function runs as a single process, under torchrun / the deepspeed launcher, or under srun /
@@ -40,7 +43,6 @@ from mhdsr.io_utils import make_output_dir, write_json_atomic, write_text_atomic
 from mhdsr.method.noise import seed_for
 from mhdsr.runtime import checkpoint as ckpt
 from mhdsr.runtime import faults
-from mhdsr.runtime.checkpoint import check_frozen, check_normalization  # noqa: F401 (API)
 from mhdsr.runtime.config import TrainerConfig, check_paths
 from mhdsr.runtime.distributed import (
     DistEnv,

@@ -15,7 +15,7 @@ from mhdsr.config import require
 from mhdsr.errors import ConfigError
 from mhdsr.method.config import MethodConfig
 from mhdsr.model.config import ModelConfig
-from mhdsr.runtime.config import TrainerConfig
+from mhdsr.runtime.config import TrainerConfig, trainer_config
 
 __all__ = ["DataConfig", "MethodConfig", "TrainConfig"]
 
@@ -67,6 +67,7 @@ class DataConfig:
         require(self.val_orbit_start >= 0, "data.val_orbit_start", ">= 0", self.val_orbit_start)
 
 
+@trainer_config
 @dataclass
 class TrainConfig(TrainerConfig):
     """``mhdsr train`` configuration: the shared trainer settings
