@@ -152,6 +152,20 @@ def test_a_second_trainer_on_a_run_dir_is_refused(tmp_path) -> None:
     assert not (tmp_path / ckpt.LOCK_NAME).exists()
 
 
+@pytest.mark.timeout(300)
+def test_mhdsr_train_refuses_a_run_dir_in_use(demo_shards, tmp_path) -> None:
+    """Before: a second trainer on the same run_dir interleaved its checkpoints with the
+    first one's."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with ckpt.run_lock(run):
+        p = run_train(demo_shards, run, "max_steps=2", check=False, timeout=200)
+    assert p.returncode != 0
+    out = p.stdout + p.stderr
+    assert f"run_dir {run} is in use" in out and f"pid {os.getpid()}" in out, out[-3000:]
+    assert not (run / "checkpoints").exists()
+
+
 def test_a_killed_trainer_leaves_no_stale_lock(tmp_path) -> None:
     code = (
         "import sys, time\nfrom pathlib import Path\nfrom mhdsr.runtime.checkpoint import run_lock\n"

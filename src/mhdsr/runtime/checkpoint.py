@@ -267,7 +267,7 @@ def _leaf_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix}: {a!r} -> {b!r}"]
 
 
-def check_frozen(cfg: Any, stored: dict[str, Any], keys: tuple[str, ...]) -> None:
+def check_frozen(cfg: TrainerConfig, stored: dict[str, Any], keys: tuple[str, ...]) -> None:
     """Refuse to resume when a setting that defines the model changed.
 
     Raises:
@@ -283,7 +283,11 @@ def check_frozen(cfg: Any, stored: dict[str, Any], keys: tuple[str, ...]) -> Non
 
 
 def check_normalization(
-    cfg: Any, stored: dict[str, Any] | None, now: dict[str, Any], msha: str, stored_sha: str | None
+    cfg: TrainerConfig,
+    stored: dict[str, Any] | None,
+    now: dict[str, Any],
+    msha: str,
+    stored_sha: str | None,
 ) -> None:
     """The data normalization is part of the model: resuming on shards whose train statistics
     differ would silently change what the network sees. Same statistics but another manifest

@@ -18,10 +18,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from mhdsr.runtime.config import TrainerConfig
 
 log = logging.getLogger("mhdsr.train")
 
@@ -76,7 +79,7 @@ class Monitor:
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: TrainerConfig,
         run_dir: Path,
         n_params: int,
         *,
