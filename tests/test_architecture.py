@@ -395,3 +395,23 @@ def test_a_format_rule_violation_is_caught(tmp_path: Path, src_file: str, code: 
     (fake / src_file).write_text(code)
     found = rule(fake)
     assert len(found) == 1 and src_file in found[0], found
+
+
+# --- loop rules ---
+
+#: the training loop's main function: a reader follows it top to bottom (issue 18)
+LOOP_MAX_LINES = 150
+
+
+def test_the_loop_main_function_is_short() -> None:
+    """``mhdsr.runtime.loop.fit`` (setup, resume, loop, summary) fits in 150 lines, docstring
+    included; resume/save, monitoring and fault injection live in their own modules (the loop
+    reads ``cfg.debug`` only to hand it to a :mod:`mhdsr.runtime.faults` hook)."""
+    text = (SRC / "runtime" / "loop.py").read_text()
+    fns = {n.name: n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)}
+    fit = fns["fit"]
+    n = fit.end_lineno - fit.lineno + 1
+    assert n <= LOOP_MAX_LINES, f"runtime/loop.py: fit is {n} lines (at most {LOOP_MAX_LINES})"
+    body = ast.get_source_segment(text, fit) or ""
+    stray = [ln for ln in body.splitlines() if "cfg.debug" in ln and "faults." not in ln]
+    assert stray == [], f"fault injection outside runtime/faults.py hooks: {stray}"

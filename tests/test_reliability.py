@@ -590,11 +590,11 @@ def test_export_latest_moves_only_with_a_complete_checkpoint(demo_shards, tmp_pa
     run = tmp_path / "run"
     args = _train(demo_shards, run, "max_steps=4", "checkpoint.every=2", "data.workers=1")[3:]
     code = (
-        "import sys\nimport mhdsr.runtime.checkpoint as c\norig = c.save\n"
+        "import sys\nimport mhdsr.runtime.checkpoint as c\norig = c.write_checkpoint\n"
         "def save(engine, run_dir, step, *a, **k):\n"
         "    if step == 4:\n        raise OSError(28, 'No space left on device')\n"
         "    return orig(engine, run_dir, step, *a, **k)\n"
-        "c.save = save\nfrom mhdsr.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+        "c.write_checkpoint = save\nfrom mhdsr.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     )
     p, _ = run_session([PY, "-c", code, *args], timeout=200, env=python_env())
     assert p.returncode == 2 and "No space left on device" in p.stderr, p.stderr[-2000:]

@@ -206,3 +206,34 @@ def test_truncated_shard_counted_once_per_visit(demo_shards, tmp_path, caplog):
     assert samples == [] and counter.count == 3
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 3 and all(str(bad) in m for m in warned)
+
+
+def test_loader_is_the_one_segment_iterator():
+    """``Loader.segment`` returns the loader itself (read with ``next``); ``close`` ends the
+    segment, a new ``segment`` restarts the stream, ``shutdown`` ends it for good."""
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from mhdsr.dataset.stream import Loader
+
+    class Counting(IterableDataset):
+        segment = 0
+
+        def __iter__(self):
+            i = 100 * self.segment
+            while True:
+                yield {"x": torch.tensor(i)}
+                i += 1
+
+    ds = Counting()
+    loader = Loader(DataLoader(ds, batch_size=None), ds)
+    it = loader.segment(0)
+    assert it is loader
+    assert [int(next(it)["x"]) for _ in range(3)] == [0, 1, 2]
+    it.close()
+    with pytest.raises(StopIteration):
+        next(it)
+    it = loader.segment(2)
+    assert int(next(it)["x"]) == 200
+    loader.shutdown()
+    with pytest.raises(StopIteration):
+        next(loader)

@@ -420,13 +420,16 @@ def _shared_empty(shape: tuple[int, ...]) -> Tensor:
 
 
 class Loader:
-    """Iterable over a DataLoader whose worker processes are stopped (:func:`stop_workers`) as
+    """A DataLoader's batch stream whose worker processes are stopped (:func:`stop_workers`) as
     soon as an iteration ends, however it ends: exhausted, ``close()``-d, or left by an
-    exception. Each ``iter()`` starts fresh workers.
+    exception. It is also the one iterator the training loop holds from loader to step:
+    :meth:`segment` starts the stream at a segment and returns the loader itself, read with
+    ``next()``; :meth:`close` ends the segment, :meth:`shutdown` stops the workers.
 
     With ``persistent=True`` the workers outlive an iteration that ends by ``close()`` (the end
     of a segment): the next :meth:`segment` reuses them; they stop on an error and on
-    :meth:`shutdown`.
+    :meth:`shutdown`. Each ``iter()`` (e.g. ``yield from loader``) is an iteration of its own
+    with fresh workers.
 
     Batches from a :class:`_BatchPool` buffer are copied out of it (or were pinned: a copy) and
     the buffer released before the batch is handed on.
@@ -444,6 +447,7 @@ class Loader:
         self.stream = stream
         self.persistent = persistent
         self._it: Any = None
+        self._segment: Iterator[Any] | None = None
 
     def __iter__(self) -> Iterator[Any]:
         pool = getattr(self.stream, "pool", None)
@@ -466,45 +470,39 @@ class Loader:
             raise _from_worker(e) from None
         finally:
             if not keep:
-                self.shutdown()
+                self._stop_workers()
 
-    def segment(self, segment: int) -> _Batches:
-        """The stream restarted at ``segment`` (same workers when persistent): an iterator with
-        ``close()`` (end of the segment) and ``shutdown()`` (stop the workers)."""
+    def segment(self, segment: int) -> Loader:
+        """End the open segment, then restart the stream at ``segment`` (same workers when
+        persistent); returns this loader, whose ``next()`` reads the segment."""
+        self.close()
         if self.stream is not None:
             self.stream.segment = segment
-        return _Batches(iter(self), self.shutdown)
+        self._segment = iter(self)
+        return self
+
+    def __next__(self) -> Any:
+        if self._segment is None:
+            raise StopIteration
+        return next(self._segment)
+
+    def close(self) -> None:
+        """End the open segment (persistent workers stay; idempotent)."""
+        it, self._segment = self._segment, None
+        if it is not None:
+            it.close()
 
     def shutdown(self) -> None:
-        """Stop the worker processes now (idempotent)."""
+        """End the open segment and stop the worker processes now (idempotent)."""
+        self.close()
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
         it, self._it = self._it, None
         if it is not None:
             stop_workers(it)
             if getattr(self.loader, "_iterator", None) is it:  # a persistent DataLoader's
                 self.loader._iterator = None
-
-
-class _Batches:
-    """A segment's batch iterator (:meth:`Loader.segment`)."""
-
-    def __init__(self, it: Iterator[Any], shutdown: Callable[[], None]) -> None:
-        self._it = it
-        self._shutdown = shutdown
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        return next(self._it)
-
-    def close(self) -> None:
-        """End the segment (persistent workers stay)."""
-        self._it.close()
-
-    def shutdown(self) -> None:
-        """End the segment and stop the workers."""
-        self.close()
-        self._shutdown()
 
 
 def _from_worker(e: MhdsrError) -> MhdsrError:

@@ -16,18 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mhdsr.channels import CHANNELS, channel_indices
 from mhdsr.config import require
-from mhdsr.errors import ConfigError
 from mhdsr.model.fno import FNOConfig
-from mhdsr.runtime.config import (
-    CheckpointConfig,
-    DebugConfig,
-    EMAConfig,
-    EngineConfig,
-    LogConfig,
-    OptimConfig,
-)
+from mhdsr.runtime.config import TrainerConfig, trainer_config
 
 Weights = Literal["ema", "raw"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -104,47 +95,20 @@ class ForecastLossConfig:
         )
 
 
+@trainer_config
 @dataclass
-class ForecastTrainConfig:
-    """``mhdsr forecast train`` configuration."""
+class ForecastTrainConfig(TrainerConfig):
+    """``mhdsr forecast train`` configuration: the shared trainer settings
+    (:class:`~mhdsr.runtime.config.TrainerConfig`; the window length against ``model.history``
+    and ``loss.rollout_steps`` is checked with the manifest) and the forecast sections."""
 
     #: run folder: checkpoints/, export/, tb/, config.yaml, log.txt
     run_dir: str = "runs/forecast"
     #: window shard folder (task forecast) holding manifest.json
     shards: str = "runs/demo-forecast/shards"
-    #: optimizer steps in total (resume continues to this)
-    max_steps: int = 1000
-    #: base seed: data streams, rolls, symmetry elements (all derived per rank/step)
-    seed: int = 0
-    #: channel subset by name; empty = all 8
-    channels: list[str] = field(default_factory=list)
     data: ForecastDataConfig = field(default_factory=ForecastDataConfig)
     model: FNOConfig = field(default_factory=FNOConfig)
     loss: ForecastLossConfig = field(default_factory=ForecastLossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    debug: DebugConfig = field(default_factory=DebugConfig)
-
-    @property
-    def channel_names(self) -> list[str]:
-        """The forecast channels in canonical order (all 8 when empty)."""
-        return [CHANNELS[i] for i in channel_indices(self.channels)]
-
-    def validate(self) -> None:
-        """Cross-section checks (each section checks its own keys; the window length against
-        ``model.history`` and ``loss.rollout_steps`` is checked with the manifest)."""
-        require(self.max_steps >= 1, "max_steps", "an integer >= 1", self.max_steps)
-        require(bool(self.run_dir), "run_dir", "a folder path", self.run_dir)
-        require(bool(self.shards), "shards", "a shard folder path", self.shards)
-        names = self.channel_names
-        if self.model.channels != len(names):
-            raise ConfigError(
-                f"config key 'model.channels': {self.model.channels} but {len(names)} channel(s) "
-                f"are forecast ({names}); set model.channels={len(names)}"
-            )
 
 
 @dataclass

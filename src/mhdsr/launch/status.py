@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mhdsr.config import from_dict
+from mhdsr.errors import CheckpointError
 from mhdsr.launch.submit import ENDED_STATES, LaunchError, sample_api
 
 
@@ -297,7 +298,11 @@ def read_status(job_dir: str | Path) -> dict[str, Any]:
         if rec["kind"] == "train":
             from mhdsr.runtime import checkpoint as ckpt
 
-            latest = ckpt.find_latest(rec["run_dir"])
+            try:
+                latest = ckpt.find_latest(rec["run_dir"])
+            except CheckpointError as e:  # status reports it; the job itself refuses to resume
+                latest = None
+                entry["checkpoint_error"] = str(e)
             step = latest.step if latest else 0
             started = any(d["started"] for d in entry["jobs"].values())
             res = results.get(ids[0])
@@ -381,6 +386,8 @@ def format_status(status: dict[str, Any]) -> str:
                 f"  run_dir now at step {s['step']} of {s['max_steps']} (newest checkpoint) in "
                 f"{s['run_dir']}"
             )
+            if s.get("checkpoint_error"):
+                lines.append(f"  checkpoint error: {s['checkpoint_error']}")
         else:
             for jid, d in details.items():
                 t = s.get("tasks", {}).get(jid)

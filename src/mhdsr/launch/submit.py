@@ -370,7 +370,7 @@ def check_train(cfg: Any, launch: LaunchConfig, task_cls: Any = None) -> list[st
     if task_cls is None:
         from mhdsr.train.task import SRTask as task_cls
     from mhdsr.runtime import checkpoint as ckpt
-    from mhdsr.runtime.loop import check_frozen, check_normalization
+    from mhdsr.runtime.checkpoint import check_frozen, check_normalization
 
     task = task_cls(cfg, None)  # reads and checks the data description, as the job does first
     latest = ckpt.find_latest(cfg.run_dir)

@@ -204,6 +204,69 @@ class DebugConfig:
     raise_on_rank: int = -1
 
 
+@dataclass
+class TrainerConfig:
+    """The settings every trainer shares (``mhdsr train``, ``mhdsr forecast train``): each
+    trainer's config subclasses it and adds its own ``data`` and ``model`` (and method or loss)
+    sections; :func:`mhdsr.runtime.loop.fit` reads only these fields and ``data.micro_batch``
+    (``data.val_split`` is checked against the manifest). Its :meth:`validate` is the one
+    cross-section check of every trainer."""
+
+    #: run folder: checkpoints/, export/, tb/, config.yaml, log.txt
+    run_dir: str = "runs/train"
+    #: shard folder holding manifest.json
+    shards: str = "runs/demo/shards"
+    #: optimizer steps in total (resume continues to this)
+    max_steps: int = 1000
+    #: base seed: data streams, noise, augmentation (all derived per rank/step)
+    seed: int = 0
+    #: channel subset by name; empty = all 8
+    channels: list[str] = field(default_factory=list)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+
+    @property
+    def channel_names(self) -> list[str]:
+        """The trained channels in canonical order of the config (all 8 when empty)."""
+        from mhdsr.channels import CHANNELS, channel_indices
+
+        return [CHANNELS[i] for i in channel_indices(self.channels)]
+
+    def validate(self) -> None:
+        """Cross-section checks (each section checks its own keys), then the trainer's own
+        :meth:`validate_task`."""
+        require(self.max_steps >= 1, "max_steps", "an integer >= 1", self.max_steps)
+        require(bool(self.run_dir), "run_dir", "a folder path", self.run_dir)
+        require(bool(self.shards), "shards", "a shard folder path", self.shards)
+        names = self.channel_names  # raises on unknown / repeated names
+        model = getattr(self, "model", None)
+        if model is not None and model.channels != len(names):
+            raise ConfigError(
+                f"config key 'model.channels': {model.channels} but {len(names)} channel(s) are "
+                f"trained ({names}); set model.channels={len(names)}"
+            )
+        self.validate_task()
+
+    def validate_task(self) -> None:
+        """Checks of a trainer's own sections across each other (none by default)."""
+
+
+def trainer_config(cls: type) -> type:
+    """Class decorator (above ``@dataclass``) of a :class:`TrainerConfig` subclass: its fields
+    in the order of the YAML files and of every recorded config (``run_dir`` ... ``channels``,
+    then the trainer's own sections, then the shared ones), not base-class first."""
+    fields_ = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    shared = list(TrainerConfig.__dataclass_fields__)
+    head = shared[: shared.index("optim")]
+    own = [k for k in fields_ if k not in shared]
+    cls.__dataclass_fields__ = {k: fields_[k] for k in head + own + shared[len(head) :]}  # type: ignore[attr-defined]
+    return cls
+
+
 def check_paths(cfg: Any) -> None:
     """Check a training config's paths on disk before anything slow happens (importing torch
     and DeepSpeed, starting the process group): the shard folder ``shards`` holds a valid
@@ -213,14 +276,22 @@ def check_paths(cfg: Any) -> None:
     Raises:
         ShardError: ``shards`` is missing, or its manifest is missing or invalid (names the
             key ``shards``).
-        ConfigError: ``run_dir`` cannot be created or written (names the key ``run_dir``).
+        ConfigError: ``data.val_split`` names no split of the manifest, or ``run_dir`` cannot
+            be created or written (names the key).
     """
     from mhdsr.dataset.manifest import read_manifest
     from mhdsr.errors import ShardError
     from mhdsr.io_utils import check_output_dir
 
     try:
-        read_manifest(cfg.shards)
+        manifest = read_manifest(cfg.shards)
     except ShardError as e:
         raise ShardError(f"config key 'shards': {e}") from None
+    split = getattr(getattr(cfg, "data", None), "val_split", None)
+    splits = manifest.get("splits") or {}
+    if split is not None and split not in splits:
+        raise ConfigError(
+            f"config key 'data.val_split': {split!r} is not a split of {cfg.shards} "
+            f"(splits: {', '.join(sorted(splits))})"
+        )
     check_output_dir(cfg.run_dir, "run_dir")

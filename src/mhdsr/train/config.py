@@ -11,19 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mhdsr.channels import CHANNELS, channel_indices
 from mhdsr.config import require
 from mhdsr.errors import ConfigError
 from mhdsr.method.config import MethodConfig
 from mhdsr.model.config import ModelConfig
-from mhdsr.runtime.config import (
-    CheckpointConfig,
-    DebugConfig,
-    EMAConfig,
-    EngineConfig,
-    LogConfig,
-    OptimConfig,
-)
+from mhdsr.runtime.config import TrainerConfig, trainer_config
 
 __all__ = ["DataConfig", "MethodConfig", "TrainConfig"]
 
@@ -75,46 +67,18 @@ class DataConfig:
         require(self.val_orbit_start >= 0, "data.val_orbit_start", ">= 0", self.val_orbit_start)
 
 
+@trainer_config
 @dataclass
-class TrainConfig:
-    """``mhdsr train`` configuration."""
+class TrainConfig(TrainerConfig):
+    """``mhdsr train`` configuration: the shared trainer settings
+    (:class:`~mhdsr.runtime.config.TrainerConfig`) and the super-resolution sections."""
 
-    #: run folder: checkpoints/, export/, tb/, config.yaml, log.txt
-    run_dir: str = "runs/train"
-    #: shard folder holding manifest.json
-    shards: str = "runs/demo/shards"
-    #: optimizer steps in total (resume continues to this)
-    max_steps: int = 1000
-    #: base seed: data streams, noise, t, crops (all derived per rank/step)
-    seed: int = 0
-    #: channel subset by name; empty = all 8
-    channels: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    debug: DebugConfig = field(default_factory=DebugConfig)
 
-    @property
-    def channel_names(self) -> list[str]:
-        """The trained channels in canonical order of the config (all 8 when empty)."""
-        return [CHANNELS[i] for i in channel_indices(self.channels)]
-
-    def validate(self) -> None:
-        """Cross-section checks (each section checks its own keys)."""
-        require(self.max_steps >= 1, "max_steps", "an integer >= 1", self.max_steps)
-        require(bool(self.run_dir), "run_dir", "a folder path", self.run_dir)
-        require(bool(self.shards), "shards", "a shard folder path", self.shards)
-        names = self.channel_names  # raises on unknown / repeated names
-        if self.model.channels != len(names):
-            raise ConfigError(
-                f"config key 'model.channels': {self.model.channels} but {len(names)} channel(s) are "
-                f"trained ({names}); set model.channels={len(names)}"
-            )
+    def validate_task(self) -> None:
+        """The crop against the model's levels."""
         m = self.model.size_multiple
         if self.data.crop and self.data.crop % max(m, 2):
             raise ConfigError(
