@@ -95,45 +95,17 @@ def load_forecast_model(
         CheckpointError: nothing exported there, not a forecast export (e.g. a super-resolution
             model), or weights that do not fit the model config (names the key ``checkpoint``).
     """
-    from mhdsr.model.export import load_export
+    from mhdsr.model.export import export_normalization, load_weights, open_export
     from mhdsr.model.fno import FNOConfig, ForecastFNO
 
-    if not Path(checkpoint).exists():
-        raise CheckpointError(
-            f"config key 'checkpoint': {checkpoint!r} does not exist (cwd {Path.cwd()})"
-        )
-    try:
-        payload = load_export(checkpoint)
-    except CheckpointError as e:
-        raise CheckpointError(
-            f"config key 'checkpoint': {str(e).replace('`mhdsr train`', '`mhdsr forecast train`')}"
-        ) from None
+    payload = open_export(checkpoint, forecast=True)
     where = payload["path"]
-    if payload.get("kind") != KIND:
-        raise CheckpointError(
-            f"config key 'checkpoint': {where} is not a forecast model (a super-resolution export? "
-            "train one with `mhdsr forecast train`)"
-        )
     try:
         mcfg = from_dict(FNOConfig, payload["model"])
     except ConfigError as e:
         raise CheckpointError(f"{where}: model config: {e}") from None
-    channels = list(payload["channels"])
-    norm = payload["normalization"]
-    mean = np.asarray(norm["mean"], dtype=np.float32)
-    std = np.asarray(norm["std"], dtype=np.float32)
-    if not (mcfg.channels == len(channels) == mean.size == std.size) or not np.all(std > 0):
-        raise CheckpointError(f"{where}: channels / normalization do not fit the model config")
-    if weights not in ("ema", "raw"):
-        raise ConfigError(f"config key 'weights': expected ema | raw, got {weights!r}")
-    model = ForecastFNO(mcfg)
-    try:
-        model.load_state_dict(payload[weights])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(
-            f"{where}: {weights} weights do not fit the model config: {e}"
-        ) from None
-    model = model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+    channels, mean, std = export_normalization(payload, mcfg.channels)
+    model = load_weights(ForecastFNO(mcfg), payload, weights, device)
     meth = payload["method"]
     return ForecastModel(
         model=model,

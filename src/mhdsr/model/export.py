@@ -165,3 +165,89 @@ def load_export(path: str | Path, map_location: str | torch.device = "cpu") -> d
     payload["path"] = str(f)
     payload["sha256"] = sha256_file(f)
     return payload
+
+
+def open_export(checkpoint: str | Path, forecast: bool) -> dict[str, Any]:
+    """Load the export ``checkpoint`` names for a super-resolution (``forecast=False``) or a
+    forecast (``forecast=True``) model; every error names the config key ``checkpoint`` and the
+    command that writes the right kind (``mhdsr train`` / ``mhdsr forecast train``).
+
+    Returns:
+        The :func:`load_export` payload.
+
+    Raises:
+        CheckpointError: nothing there, not an export, or an export of the other kind.
+    """
+    trainer = "`mhdsr forecast train`" if forecast else "`mhdsr train`"
+    if not Path(checkpoint).exists():
+        raise CheckpointError(
+            f"config key 'checkpoint': {checkpoint!r} does not exist (cwd {Path.cwd()})"
+        )
+    try:
+        payload = load_export(checkpoint)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"config key 'checkpoint': {str(e).replace('`mhdsr train`', trainer)}"
+        ) from None
+    if (payload.get("kind") == "forecast") != forecast:
+        what = (
+            "is not a forecast model (a super-resolution export of `mhdsr train`?)"
+            if forecast
+            else "is a forecast model (`mhdsr forecast train`)"
+        )
+        raise CheckpointError(
+            f"config key 'checkpoint': {payload['path']} {what}; this command needs an export "
+            f"of {trainer}"
+        )
+    return payload
+
+
+def export_normalization(
+    payload: dict[str, Any], model_channels: int
+) -> tuple[list[str], Any, Any]:
+    """``(channels, mean, std)`` of an export: names and float32 ``(C,)`` arrays in physical
+    units, checked against the model config's channel count.
+
+    Raises:
+        CheckpointError: counts that disagree, or a std that is not finite and > 0 (names the
+            file).
+    """
+    import numpy as np
+
+    where = payload["path"]
+    channels = list(payload["channels"])
+    norm = payload["normalization"]
+    mean = np.asarray(norm["mean"], dtype=np.float32)
+    std = np.asarray(norm["std"], dtype=np.float32)
+    if not (model_channels == len(channels) == mean.size == std.size):
+        raise CheckpointError(
+            f"{where}: model.channels={model_channels}, {len(channels)} channel name(s) "
+            f"{channels} and {mean.size}/{std.size} normalization entries must agree"
+        )
+    if not (np.all(np.isfinite(std)) and np.all(std > 0)):
+        raise CheckpointError(
+            f"{where}: normalization std must be finite and > 0, got {std.tolist()}"
+        )
+    return channels, mean, std
+
+
+def load_weights(
+    model: torch.nn.Module, payload: dict[str, Any], weights: str, device: str | torch.device
+) -> torch.nn.Module:
+    """``model`` with the export's ``ema`` or ``raw`` weights, fp32, eval mode, no gradients.
+
+    Raises:
+        ConfigError: ``weights`` is not ``ema`` / ``raw`` (names the config key).
+        CheckpointError: the weights do not fit the model config (names the file).
+    """
+    from mhdsr.errors import ConfigError
+
+    if weights not in ("ema", "raw"):
+        raise ConfigError(f"config key 'weights': expected ema | raw, got {weights!r}")
+    try:
+        model.load_state_dict(payload[weights])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(
+            f"{payload['path']}: {weights} weights do not fit the model config: {e}"
+        ) from None
+    return model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)

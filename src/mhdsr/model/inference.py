@@ -163,22 +163,10 @@ def load_model(
     """
     from mhdsr.config import from_dict
     from mhdsr.model import ModelConfig, UNet
-    from mhdsr.model.export import load_export
+    from mhdsr.model.export import export_normalization, load_weights, open_export
 
-    if not Path(checkpoint).exists():
-        raise CheckpointError(
-            f"config key 'checkpoint': {checkpoint!r} does not exist (cwd {Path.cwd()})"
-        )
-    try:
-        payload = load_export(checkpoint)
-    except CheckpointError as e:
-        raise CheckpointError(f"config key 'checkpoint': {e}") from None
+    payload = open_export(checkpoint, forecast=False)
     where = payload["path"]
-    if payload.get("kind") == "forecast":
-        raise CheckpointError(
-            f"config key 'checkpoint': {where} is a forecast model (`mhdsr forecast train`); "
-            "super-resolution needs an export of `mhdsr train`"
-        )
     channels = list(payload["channels"])
     bad = [c for c in channels if c not in CHANNELS]
     if bad or len(set(channels)) != len(channels) or not channels:
@@ -191,28 +179,8 @@ def load_model(
     except ConfigError as e:
         raise CheckpointError(f"{where}: model config: {e}") from None
     norm = payload["normalization"]
-    mean = np.asarray(norm["mean"], dtype=np.float32)
-    std = np.asarray(norm["std"], dtype=np.float32)
-    if not (mcfg.channels == len(channels) == mean.size == std.size):
-        raise CheckpointError(
-            f"{where}: model.channels={mcfg.channels}, {len(channels)} channel name(s) {channels} "
-            f"and {mean.size}/{std.size} normalization entries must agree"
-        )
-    if not (np.all(np.isfinite(std)) and np.all(std > 0)):
-        raise CheckpointError(
-            f"{where}: normalization std must be finite and > 0, got {std.tolist()}"
-        )
-    if weights not in ("ema", "raw"):
-        raise ConfigError(f"config key 'weights': expected ema | raw, got {weights!r}")
-    model = UNet(mcfg)
-    try:
-        model.load_state_dict(payload[weights])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(
-            f"{where}: {weights} weights do not fit the model config: {e}"
-        ) from None
-    model = model.to(device=device, dtype=torch.float32).eval()
-    model.requires_grad_(False)
+    channels, mean, std = export_normalization(payload, mcfg.channels)
+    model = load_weights(UNet(mcfg), payload, weights, device)
     batch_invariant_linears(model)
     try:
         form = Formulation(method_of_export(payload["method"]), norm.get("residual_std"))
