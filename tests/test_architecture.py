@@ -288,9 +288,8 @@ H5_KEYS = {
     "truth_snapshot", "lead_orbits", "init", "init_snapshot", "init_time", "init_cycle",
     "prev", "prev_snapshot", "complete", "settings",
 }  # fmt: skip
-#: modules that handle sample/rollout HDF5 files (eval/forecast_report.py still spells rollout
-#: keys: it belongs to the eval-report branch; add it here once it takes them from h5layout)
-H5_USERS = ("sample", "forecast", "eval/forecast.py", "eval/inputs.py")
+#: packages that handle sample/rollout HDF5 files
+H5_USERS = ("sample", "forecast", "eval")
 
 
 def tar_readers(root: Path) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mhdsr import __version__
+from mhdsr.dataset import h5layout as H
 from mhdsr.eval.config import EvalConfig
 from mhdsr.eval.forecast import (
     CHAIN_KIND,
@@ -70,8 +71,8 @@ def _field_panels(score: Any, leads: list[int], figdir: Path, prefix: str) -> li
             if not rows:
                 continue
             i = rows[0]
-            fields = {"x(t0)": f["init"][i], "truth": f["truth"][i, L - 1],
-                      "model": f["forecast"][i, L - 1], "persistence": f["init"][i]}  # fmt: skip
+            fields = {"x(t0)": f[H.INIT][i], "truth": f[H.TRUTH][i, L - 1],
+                      "model": f[H.FORECAST][i, L - 1], "persistence": f[H.INIT][i]}  # fmt: skip
             title = (f"{score.sim}: initial snapshot {score.init_snapshots[i]}, lead {L} = "
                      f"{score.lead_orbits[L]:g} orbits")  # fmt: skip
             with plt.rc_context(FAST_RC):
@@ -97,7 +98,7 @@ def _chain_panels(ch: dict[str, Any], figdir: Path) -> list[str]:
         run = open_run(str(r.attrs["run_dir"]))
         chans = [str(c) for c in np.atleast_1d(f.attrs["channels"])]
         rc = [list(np.atleast_1d(r.attrs["channels"])).index(c) for c in chans]
-        snap, lead, init_index = f["snapshot"][()], f["lead"][()], f["init_index"][()]
+        snap, lead, init_index = f[H.SNAPSHOT][()], f[H.LEAD][()], f[H.INIT_INDEX][()]
         done = set()
         for t in range(len(snap)):
             if snap[t] < 0 or int(lead[t]) in done or init_index[t] != init_index[0]:
@@ -106,9 +107,9 @@ def _chain_panels(ch: dict[str, Any], figdir: Path) -> list[str]:
             done.add(L)
             y = run.read_snapshot(int(snap[t]), chans).data
             fields = {
-                "truth": y, "chain": f["samples"][t, 0],
-                "forecast+bicubic": upsample_np(f["input"][t], 2, "bicubic"),
-                "persistence+bicubic": upsample_np(r["init"][int(init_index[t])][rc], 2, "bicubic"),
+                "truth": y, "chain": f[H.SAMPLES][t, 0],
+                "forecast+bicubic": upsample_np(f[H.INPUT][t], 2, "bicubic"),
+                "persistence+bicubic": upsample_np(r[H.INIT][int(init_index[t])][rc], 2, "bicubic"),
             }  # fmt: skip
             title = (
                 f"chain {ch['sim']}: lead {L} ({float(r['lead_orbits'][L - 1]):g} orbits), hi grid"
