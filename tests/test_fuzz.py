@@ -29,7 +29,7 @@ import yaml
 
 from athenak_writer import GROUP_VARS, all_locs, bin_bytes, make_deck, smooth_fields, write_run
 from mhdsr.athenak.run import AthenaKRun
-from mhdsr.errors import AthenaKFormatError, OutputWriteError, ShardError
+from mhdsr.errors import AthenaKFormatError, CheckpointError, OutputWriteError, ShardError
 
 REPO = Path(__file__).resolve().parents[1]
 NX, MB = (16, 16, 1), (8, 8, 1)
@@ -436,3 +436,40 @@ def test_eval_figures_are_staged_then_published(tmp_path: Path) -> None:
     assert publish_dir(tmp, figs) == figs
     assert sorted(q.name for q in tmp_path.iterdir()) == ["figures"]
     assert [q.name for q in figs.iterdir()] == ["new.png"]
+
+
+# ---- found by the second campaign: dangling pointers, altered records, torn result pickles
+
+
+def test_export_latest_naming_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    from mhdsr.model.export import resolve_export
+
+    exp = tmp_path / "run" / "export"
+    exp.mkdir(parents=True)
+    (exp / "weights_step_00000002.pt").write_bytes(b"x")
+    (exp / "latest").write_text("weights_step_00000777.pt")
+    with pytest.raises(CheckpointError, match="weights_step_00000777.pt, which is missing"):
+        resolve_export(tmp_path / "run")
+
+
+def test_checkpoint_meta_whose_step_is_not_the_folders_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from mhdsr.runtime.checkpoint import find_latest
+
+    d = tmp_path / "run" / "checkpoints" / "step_00000002"
+    d.mkdir(parents=True)
+    meta = {"step": -7, "world_size": 1, "zero_stage": 1, "precision": "fp32"}
+    (d / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"meta.json.*not the folder's step 2"):
+        find_latest(tmp_path / "run")
+
+
+def test_a_torn_result_pickle_is_reported_not_read_as_no_result(tmp_path: Path) -> None:
+    from mhdsr.launch.status import _result
+
+    (tmp_path / "123_0_result.pkl").write_bytes(os.urandom(64))
+    refused: list[dict[str, str]] = []
+    assert _result(tmp_path, "123", 0, refused=refused) is None
+    assert len(refused) == 1 and "123_0_result.pkl" in refused[0]["record"]
+    assert "unreadable result pickle" in refused[0]["error"]

@@ -59,7 +59,9 @@ def test_corrupt_train_shards_end_the_run_with_workers_alive(demo_shards, tmp_pa
     p, wall = run_session(cmd, timeout=200, env=python_env())
     assert p.returncode == 2, p.stderr[-3000:]
     (line,) = [x for x in p.stderr.splitlines() if x.startswith("error:")]
-    assert "consecutive train shards were unreadable" in line and "Traceback" not in p.stderr
+    # the whole-pass guard (no readable sample from any shard) names the split and the shards
+    assert "split 'train'" in line and "gave no readable sample" in line, line
+    assert "train-000000.tar" in line and "Traceback" not in p.stderr
     assert "DataLoader worker process 0" in line
 
 
@@ -414,7 +416,9 @@ def test_a_sample_file_with_nonfinite_values_is_not_written(tmp_path, capsys) ->
     assert "0 sim(s) written" in text and "1 failed" in text
     (failed,) = [x for x in text.splitlines() if "FAILED" in x]
     assert "non-finite values for snapshot 0 (index 0), member(s) [0, 1] (density:" in failed
-    assert sorted(p.name for p in out.iterdir()) == ["sample_config.yaml"]
+    # nothing written but the config (the hidden per-sim lock file of the writer aside)
+    kept = sorted(p.name for p in out.iterdir() if not p.name.endswith(".h5.lock"))
+    assert kept == ["sample_config.yaml"]
 
 
 def test_a_no_op_sample_run_says_so() -> None:

@@ -415,7 +415,15 @@ class _BatchPool:
 def _shared_empty(shape: tuple[int, ...]) -> Tensor:
     """An uninitialized float32 tensor in shared memory (as DataLoader's collate makes them)."""
     n = int(np.prod(shape))
-    storage = torch.empty(0)._typed_storage()._new_shared(n)
+    try:
+        storage = torch.empty(0)._typed_storage()._new_shared(n)
+    except RuntimeError as e:  # /dev/shm full or too small, or a file size limit
+        why = str(e).strip().splitlines()[0][:200]
+        raise ShardError(
+            f"cannot allocate a {4 * n / 2**20:.1f} MiB batch buffer in shared memory (/dev/shm) "
+            f"for the data-loader workers: {why}; free or enlarge /dev/shm (containers: "
+            "--shm-size), lower data.micro_batch, or set data.workers=0"
+        ) from None
     return torch.empty(0).new(storage).resize_(*shape)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -171,6 +172,13 @@ def read_header(path: Path, root: Path) -> SampleFile:
         )
     if t < 1 or e < 1:
         raise EvalInputError(f"{path}: holds no samples (shape {shape})")
+    for i, key in enumerate(keys or []):  # the key "s<seed>_n<snapshot>" repeats the snapshot
+        m = re.fullmatch(r"s\d+_n(\d+)", key)
+        if m and int(m.group(1)) != int(snapshots[i]):
+            raise EvalInputError(
+                f"{path}: row {i}: dataset 'snapshot' says {int(snapshots[i])} but its key "
+                f"{key!r} names snapshot {int(m.group(1))}; the file was altered"
+            )
     if h != w or lo_shape[2] != lo_shape[3] or h % lo_shape[3] or h == lo_shape[3]:
         raise EvalInputError(
             f"{path}: grids must be square with hi = k * lo, k >= 2; got hi {h}x{w}, lo "

@@ -79,7 +79,11 @@ def _result(
     """``("success", value)`` / ``("error", traceback)`` from submitit's result pickle, or None
     (absent, torn, or refused: a refused one is appended to ``refused``)."""
     path = job_dir / f"{job_id}_{task}_result.pkl"
+    if not path.exists():
+        return None
     if not path.is_file():
+        if refused is not None:
+            refused.append({"record": str(path), "error": "not a regular file (not read)"})
         return None
     try:
         res = safe_load_result(path)
@@ -87,7 +91,15 @@ def _result(
         if refused is not None:
             refused.append({"record": str(path), "error": str(e)})
         return None
-    except Exception:  # noqa: BLE001 - a torn pickle reads as "no result"
+    except Exception as e:  # noqa: BLE001 - torn or corrupt: reported, never guessed at
+        if refused is not None:
+            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            refused.append(
+                {
+                    "record": str(path),
+                    "error": f"unreadable result pickle (truncated or corrupt: {why})",
+                }
+            )
         return None
     if not (isinstance(res, tuple) and len(res) == 2 and res[0] in ("success", "error")):
         return None

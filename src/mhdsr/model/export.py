@@ -97,7 +97,8 @@ def resolve_export(path: str | Path) -> Path:
     link out: :func:`mhdsr.io_utils.path_inside`), as must a ``weights_step_*.pt`` found there.
 
     Raises:
-        CheckpointError: nothing exported there, or a name that leaves the folder.
+        CheckpointError: nothing exported there, a ``latest`` naming a missing file, or a name
+            that leaves the folder.
     """
     p = Path(path)
     if p.is_file():
@@ -108,6 +109,10 @@ def resolve_export(path: str | Path) -> Path:
             f = path_inside(d, ptr.read_text().strip(), f"{ptr}", CheckpointError)
             if f.is_file():
                 return f
+            raise CheckpointError(
+                f"{ptr} names {f.name}, which is missing; restore it, or name a weights file "
+                "explicitly (never a silent fall-back to another export)"
+            )
         cands = sorted(q for q in d.glob("weights_step_*.pt")) if d.is_dir() else []
         if cands:
             return path_inside(d, cands[-1].name, f"{cands[-1]}", CheckpointError)

@@ -82,6 +82,9 @@ def _read_meta(d: Path) -> CheckpointInfo:
     meta = d / "meta.json"
     try:
         js = json.loads(meta.read_text())
+        m = TAG_RE.match(d.name)
+        if m and js["step"] != int(m.group(1)):
+            raise ValueError(f"its step {js['step']!r} is not the folder's step {int(m.group(1))}")
         return CheckpointInfo(
             d,
             d.name,
@@ -485,8 +488,21 @@ def _disk_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError) as e:
+        import errno
+        import shutil
+
         first = (str(e).strip().splitlines() or [""])[0]
-        raise CheckpointError(f"writing {path} failed ({type(e).__name__}: {first})") from None
+        code = getattr(e, "errno", None)
+        hint = ""
+        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or isinstance(e, RuntimeError):
+            # torch.save's zip writer reports a full disk as "unexpected pos" without an errno
+            with contextlib.suppress(OSError):
+                free = shutil.disk_usage(path.parent if path.parent.exists() else path).free
+                hint = f"; {free / 2**20:.1f} MiB free on that file system (disk full?)"
+        raise CheckpointError(
+            f"writing {path} failed ({type(e).__name__}: {first}){hint}; the partial checkpoint "
+            "was removed and resume uses the previous one"
+        ) from None
 
 
 def write_checkpoint(

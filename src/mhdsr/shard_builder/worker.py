@@ -33,7 +33,7 @@ from mhdsr.channels import CHANNELS
 from mhdsr.dataset.npy import encode_npy, sample_key
 from mhdsr.dataset.shards import CHECKSUM_FIELD, checksums
 from mhdsr.errors import AthenaKFormatError, ShardError
-from mhdsr.io_utils import write_text_atomic
+from mhdsr.io_utils import write_failed, write_text_atomic
 from mhdsr.shard_builder.stats import ChannelStats, avgpool2_f64
 
 #: fixed member mtime (2000-01-01T00:00:00Z) and owner: reproducible, byte-identical tars
@@ -205,6 +205,8 @@ def build_shard(job: dict[str, Any]) -> dict[str, Any]:
                         lo_stats = lo_stats.merge(ChannelStats.of(avgpool2_f64(hi)))
         if samples:
             os.replace(tmp, final)
+    except OSError as e:  # disk full, file size limit, ...: name the shard, keep nothing
+        raise write_failed(final, e, "shard") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -222,5 +224,8 @@ def build_shard(job: dict[str, Any]) -> dict[str, Any]:
     }
     # atomic but not fsynced (an fsync here would flush the whole shard, ~20% of the build time
     # at full scale): after a crash, resume re-hashes the tar against this record anyway
-    write_text_atomic(sidecar_path(out_dir, name), json.dumps(result))
+    try:
+        write_text_atomic(sidecar_path(out_dir, name), json.dumps(result))
+    except OSError as e:
+        raise write_failed(sidecar_path(out_dir, name), e, "shard record") from None
     return result
