@@ -473,3 +473,25 @@ def test_a_torn_result_pickle_is_reported_not_read_as_no_result(tmp_path: Path) 
     assert _result(tmp_path, "123", 0, refused=refused) is None
     assert len(refused) == 1 and "123_0_result.pkl" in refused[0]["record"]
     assert "unreadable result pickle" in refused[0]["error"]
+
+
+def test_a_full_disk_in_any_atomic_write_names_the_file(tmp_path: Path, monkeypatch) -> None:
+    """Every atomic writer (metrics.json, report.md, figures, shard records) says which file and
+    why: a bare ``[Errno 28]`` named neither."""
+    import errno
+
+    from mhdsr import io_utils
+
+    def full(src, dst):  # noqa: ANN001, ARG001
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io_utils.os, "replace", full)
+    target = tmp_path / "eval" / "metrics.json"
+    with pytest.raises(OutputWriteError, match=r"metrics.json: cannot write .*disk full"):
+        io_utils.write_json_atomic(target, {"a": 1})
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    with pytest.raises(PermissionError):  # other OS errors pass unchanged
+        monkeypatch.setattr(
+            io_utils.os, "replace", lambda s, d: (_ for _ in ()).throw(PermissionError(13, "no"))
+        )
+        io_utils.write_text_atomic(tmp_path / "x.md", "x")

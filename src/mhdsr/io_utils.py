@@ -99,14 +99,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path; rename it to ``path`` only if the block finishes without error.
 
     On an exception the temporary file is removed and ``path`` is left untouched, so readers
-    never see a half-written file.
+    never see a half-written file. A full disk, quota, file-size limit, read-only or I/O error
+    becomes :class:`~mhdsr.errors.OutputWriteError` naming ``path`` (:func:`write_failed`).
     """
+    import errno
+
+    from mhdsr.errors import OutputWriteError
+
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(final)
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as e:
+        space = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
+        if isinstance(e, OutputWriteError) or e.errno not in space:
+            raise
+        raise write_failed(final, e) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -32,7 +32,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
 from mhdsr.channels import UNITS  # noqa: E402
-from mhdsr.io_utils import atomic_path, write_failed  # noqa: E402
+from mhdsr.io_utils import atomic_path  # noqa: E402
 
 
 def _limits(ref: np.ndarray) -> tuple[float, float, str]:
@@ -189,11 +189,9 @@ FAST_RC = {"axes.titley": 1.0}
 def save_png(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically, close it, return the path."""
     path = Path(path)
-    try:
+    try:  # a full disk: OutputWriteError naming the file (atomic_path)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=dpi, format="png")
-    except OSError as e:
-        raise write_failed(path, e, "figure") from None
     finally:
         close(fig)
     return path
