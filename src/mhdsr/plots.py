@@ -137,9 +137,7 @@ def spectra_figure(
             for kk, ls in ((k_nyquist_lo, "--"), (k_nyquist_lo / 2, ":")):
                 ax.axvline(kk, color="gray", ls=ls, lw=0.8)
         ax.set_title(f"{ch} [{UNITS.get(ch, '')}]", fontsize=8)
-        ax.set_xlabel("k [2π/L]", fontsize=7)
-        ax.set_ylabel("E(k)", fontsize=7)
-        ax.tick_params(labelsize=6)
+        _label(ax, "k [2π/L]", "E(k)")
     axes[0].legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -195,6 +193,13 @@ def save_png(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     finally:
         close(fig)
     return path
+
+
+def _label(ax: Any, xlabel: str, ylabel: str) -> None:
+    """The axis labels and tick size every per-channel panel uses."""
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.set_ylabel(ylabel, fontsize=7)
+    ax.tick_params(labelsize=6)
 
 
 def _no_minor(ax: Any) -> None:
@@ -307,9 +312,7 @@ def spectra_plot(
             ax.axvline(kk, color="gray", ls=ls, lw=0.8)
         _no_minor(ax)
         ax.set_title(f"{ch} [{UNITS.get(ch, '')}]", fontsize=8)
-        ax.set_xlabel("k [2π/L]", fontsize=7)
-        ax.set_ylabel("E(k)", fontsize=7)
-        ax.tick_params(labelsize=6)
+        _label(ax, "k [2π/L]", "E(k)")
     axes[0].legend(fontsize=5)
     fig.suptitle(title, fontsize=9)
     return fig
@@ -377,9 +380,7 @@ def spread_skill_figure(
         ax.set_ylim(0, top)
         unit = UNITS.get(ch, "")
         ax.set_title(f"{ch} [{unit}]", fontsize=8)
-        ax.set_xlabel("skill: RMSE of ensemble mean", fontsize=7)
-        ax.set_ylabel("sqrt(1+1/n) · spread", fontsize=7)
-        ax.tick_params(labelsize=6)
+        _label(ax, "skill: RMSE of ensemble mean", "sqrt(1+1/n) · spread")
     axes[0].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     return fig
@@ -414,9 +415,7 @@ def histogram_figure(
         if np.isfinite(floor):
             ax.set_ylim(bottom=floor / 2)
         ax.set_title(ch, fontsize=8)
-        ax.set_xlabel(UNITS.get(ch, ""), fontsize=7)
-        ax.set_ylabel("density", fontsize=7)
-        ax.tick_params(labelsize=6)
+        _label(ax, UNITS.get(ch, ""), "density")
     axes[0].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     return fig
@@ -447,9 +446,7 @@ def timeseries_figure(
                     label=name if s == 0 else None, **style,
                 )  # fmt: skip
         ax.set_title(ch, fontsize=8)
-        ax.set_xlabel("t [orbits]", fontsize=7)
-        ax.set_ylabel(ylabel, fontsize=7)
-        ax.tick_params(labelsize=6)
+        _label(ax, "t [orbits]", ylabel)
     axes[0].legend(fontsize=5)
     fig.suptitle(title, fontsize=9)
     return fig
@@ -483,9 +480,7 @@ def density_figure(
         if np.isfinite(floor):
             ax.set_ylim(bottom=floor / 2)
         ax.set_title(var, fontsize=8)
-        ax.set_xlabel("value / rms", fontsize=7)
-        ax.set_ylabel("density", fontsize=7)
-        ax.tick_params(labelsize=6)
+        _label(ax, "value / rms", "density")
     axes[0].legend(fontsize=5)
     fig.suptitle(title, fontsize=9)
     return fig
@@ -641,9 +636,7 @@ def lead_curve_figure(curves: dict[str, Any], methods: tuple[str, ...], metric: 
         if hline is not None:
             ax.axhline(hline, color="k", lw=0.6, ls=":")
         ax.set_title(ch, fontsize=8)
-        ax.set_xlabel("lead [orbits]", fontsize=7)
-        ax.set_ylabel(ylabel, fontsize=7)
-        ax.tick_params(labelsize=6)
+        _label(ax, "lead [orbits]", ylabel)
     axes[0].legend(fontsize=5)
     fig.suptitle(title, fontsize=9)
     return fig
@@ -665,9 +658,7 @@ def lead_energy_figure(curves: dict[str, Any], methods: tuple[str, ...], title: 
                 )
         ax.axhspan(-0.1, 0.1, color="green", alpha=0.08)
         ax.axhline(0, color="k", lw=0.6)
-        ax.set_xlabel("lead [orbits]", fontsize=7)
-        ax.set_ylabel(f"{lab} E / E_true - 1", fontsize=7)
-        ax.tick_params(labelsize=6)
+        _label(ax, "lead [orbits]", f"{lab} E / E_true - 1")
     axes[0].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
