@@ -251,7 +251,7 @@ def folder_lock(
     Another process that opened the file before it was removed could otherwise lock the
     unlinked file while a third one locks a new file of the same name; so after locking, the
     lock is kept only if ``path`` still names the locked file. File systems without ``flock``
-    (some NFS mounts) run without the lock.
+    (some NFS mounts) run without the lock, with a warning naming the file.
 
     Args:
         path: the lock file (created if missing).
@@ -271,8 +271,14 @@ def folder_lock(
             locked = True
         except BlockingIOError:
             raise error(busy) from None
-        except OSError:  # pragma: no cover - no flock on this file system
-            pass
+        except OSError as e:  # pragma: no cover - no flock on this file system
+            import warnings
+
+            warnings.warn(
+                f"{p}: this file system does not support flock ({e}); running without the lock "
+                "(nothing stops a second process on the same folder)",
+                stacklevel=3,
+            )
         if locked:
             st = os.fstat(f.fileno())
             try:
