@@ -33,8 +33,8 @@ def test_builtins_are_registered_in_tables():
     for n in (
         "rmse", "nrmse", "rmse_ensemble_mean", "nrmse_ensemble_mean", "crps", "spread", "skill",
         "spread_skill", "spectral_error.generated", "coherence.transition",
-        "coherence_ensemble_mean.resolved", "jz_pdf_w1", "jz_flatness", "increment_w1.dx1",
-        "increment_flatness.dy4", "div_b", "jz_curl_b",
+        "coherence_ensemble_mean.resolved", "coherence_member_member.generated", "jz_pdf_w1",
+        "jz_flatness", "increment_w1.dx1", "increment_flatness.dy4", "div_b", "jz_curl_b",
     ):  # fmt: skip
         assert n in names, n
     assert {m.table for m in registered()} <= set(TABLES)
