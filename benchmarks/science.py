@@ -15,11 +15,22 @@ Goals (test split, every channel, ensemble >= 4):
 2. resolved-band error <= the best interpolant's (bilinear, bicubic, spline);
 3. ensemble-mean NRMSE <= 0.8 x the best interpolant's;
 4. CRPS below every baseline's (spectral-noise and noise included);
-5. coherence in the transition and generated bands above the best interpolant's;
+5. ensemble-mean coherence in the transition and generated bands >= the best interpolant's
+   (an interpolant is deterministic: its coherence is its ensemble mean's);
 6. jz PDF W1 below spectral-noise's;
 7. spread/skill in [0.8, 1.2];
-8. div B and jz - curl B residuals <= 2 x the truth's;
-9. on every snapshot of seeds outside training, transition-band coherence >= the spline's - 0.02.
+8. |member-member - member-truth| generated-band coherence <= 0.05 (a calibrated ensemble's
+   members agree with each other as much as with the truth);
+9. div B and jz - curl B residuals <= 2 x the truth's;
+10. on every snapshot of seeds outside training, transition-band coherence >= the spline's - 0.02.
+
+Why goal 5 scores the ensemble mean and goal 8 exists: for a calibrated ensemble (truth
+exchangeable with a member; signal power S and unpredictable power N in a band) a single
+member's coherence with the truth is S / (S + N), about the square of the ensemble mean's
+sqrt(S / (S + N)); so "one member's coherence > the best interpolant's" is out of reach even for
+a perfect sampler wherever N > 0. The ensemble mean is the fair comparison with a deterministic
+interpolant, and the member-member coherence (same S / (S + N) when calibrated) tests that the
+members' small-scale phases are as certain as they should be, no more and no less.
 """
 
 from __future__ import annotations
@@ -47,6 +58,8 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 
 
 INTERPOLANTS = ("bilinear", "bicubic", "spline")
+#: Goal 8: largest |member-member - member-truth| generated-band coherence.
+MEMBER_GAP = 0.05
 ABLATION = Path(__file__).with_name("science_ablation.json")
 
 
@@ -121,14 +134,15 @@ def goals_of(metrics: dict[str, Any], group: str = "test") -> dict[str, Any]:
                 b and b[0],
             )
             for band in ("transition", "generated"):
+                # interpolants are deterministic: their coherence is their ensemble mean's
                 b = _best(summ, interps, ch, "coherence", band, lower=False)
-                v = _get(summ, m, ch, "coherence", band)
+                v = _get(summ, m, ch, "coherence_ensemble_mean", band)
                 put(
-                    f"{band} coherence > best interpolant",
+                    f"{band} ensemble-mean coherence >= best interpolant",
                     ch,
                     v,
                     b and b[1],
-                    None if None in (v, b) else v > b[1],
+                    None if None in (v, b) else v >= b[1],
                     b and b[0],
                 )
             v = _get(summ, m, ch, "spread_skill")
@@ -138,6 +152,17 @@ def goals_of(metrics: dict[str, Any], group: str = "test") -> dict[str, Any]:
                 v,
                 "0.8-1.2",
                 None if v is None else 0.8 <= v <= 1.2,
+            )
+            mm = _get(summ, m, ch, "coherence_member_member", "generated")
+            mt = _get(summ, m, ch, "coherence", "generated")
+            gap = None if None in (mm, mt) else abs(mm - mt)
+            put(
+                f"|member-member - member-truth| generated-band coherence <= {MEMBER_GAP}",
+                ch,
+                gap,
+                MEMBER_GAP,
+                None if gap is None else gap <= MEMBER_GAP,
+                "" if gap is None else f"member-member {_fmt(mm)}, member-truth {_fmt(mt)}",
             )
             t = _get(tc, m, "channels", ch)
             if t is not None:
@@ -188,6 +213,9 @@ def table(metrics: dict[str, Any], group: str = "test") -> str:
         ("res. err", ("spectral_error", "resolved")),
         ("trans. coh", ("coherence", "transition")),
         ("gen. coh", ("coherence", "generated")),
+        ("trans. coh (ens. mean)", ("coherence_ensemble_mean", "transition")),
+        ("gen. coh (ens. mean)", ("coherence_ensemble_mean", "generated")),
+        ("gen. coh (member-member)", ("coherence_member_member", "generated")),
         ("ens-mean NRMSE", ("nrmse_ensemble_mean",)),
         ("CRPS", ("crps",)),
         ("spread/skill", ("spread_skill",)),

@@ -107,6 +107,8 @@ def test_perfect_ensemble_scores_zero(scored) -> None:
             assert v["spectral_error"][b] == pytest.approx(0.0, abs=1e-12), (ch, b)
             assert v["coherence"][b] == pytest.approx(1.0, abs=1e-12), (ch, b)
             assert v["coherence_ensemble_mean"][b] == pytest.approx(1.0, abs=1e-12), (ch, b)
+            # identical members: member-member coherence 1, as member-truth
+            assert v["coherence_member_member"][b] == pytest.approx(1.0, abs=1e-12), (ch, b)
     # PDFs identical to the truth's: W1 = 0, flatness = the truth's
     truth = scored["metrics"]["truth"]
     assert m["jz"]["jz_pdf_w1"] == 0.0
@@ -152,6 +154,7 @@ def test_constant_offsets_give_known_scores(scored, truth3, offsets) -> None:
         for b in BANDS:
             assert v["spectral_error"][b] < 1e-3, (ch, b, v["spectral_error"][b])
             assert v["coherence"][b] == pytest.approx(1.0, abs=1e-5), (ch, b)
+            assert v["coherence_member_member"][b] == pytest.approx(1.0, abs=1e-5), (ch, b)
         if ch in ("velx", "vely", "velz"):
             assert max(v["increment_w1"].values()) < 1e-4, ch
 
@@ -166,6 +169,10 @@ def test_bilinear_as_a_method_equals_the_bilinear_baseline(scored) -> None:
         # one member: the ensemble scores are null, each with a reason
         for k in ("crps", "spread", "skill", "spread_skill"):
             assert m[ch][k] is None and "needs >= 2" in m[ch]["null_reasons"][k]
+        mm = m[ch]["coherence_member_member"]
+        for band in BANDS:
+            assert mm[band] is None and "needs >= 2" in mm["null_reasons"][band], (ch, band)
+        assert "coherence_member_member" not in b[ch]  # deterministic baseline: not computed
     curves = scored["curves"]
     assert physics_metrics(curves["ema/euler_maruyama-16"]) == pytest.approx(
         physics_metrics(curves["bilinear"]), rel=1e-12

@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mhdsr.eval.reading import dispersion_reading, fmt_pair, metric_reading, physics_reading
+from mhdsr.eval.reading import (
+    coherence_reading,
+    dispersion_reading,
+    fmt_pair,
+    metric_reading,
+    physics_reading,
+    readings,
+)
 from mhdsr.eval.registry import (
     REDUCERS,
     TABLES,
@@ -33,8 +40,8 @@ def test_builtins_are_registered_in_tables():
     for n in (
         "rmse", "nrmse", "rmse_ensemble_mean", "nrmse_ensemble_mean", "crps", "spread", "skill",
         "spread_skill", "spectral_error.generated", "coherence.transition",
-        "coherence_ensemble_mean.resolved", "jz_pdf_w1", "jz_flatness", "increment_w1.dx1",
-        "increment_flatness.dy4", "div_b", "jz_curl_b",
+        "coherence_ensemble_mean.resolved", "coherence_member_member.generated", "jz_pdf_w1",
+        "jz_flatness", "increment_w1.dx1", "increment_flatness.dy4", "div_b", "jz_curl_b",
     ):  # fmt: skip
         assert n in names, n
     assert {m.table for m in registered()} <= set(TABLES)
@@ -157,3 +164,42 @@ def test_physics_reading_uses_the_truths_floor_and_says_divb_is_not_zero():
     lines = physics_reading(m)
     assert "div B is NOT 0" in lines[0] and "face-centred" in lines[0]
     assert "floor (truth) div B = 0.04" in lines[1] and "m1 div B 2×" in lines[1]
+
+
+def test_coherence_reading_compares_the_ensemble_mean_and_member_pairs():
+    def coh(t, g):
+        return {"transition": t, "generated": g}
+
+    summ = {
+        "m1": {
+            "a": {
+                "coherence": coh(0.7, 0.3),
+                "coherence_ensemble_mean": coh(0.95, 0.5),
+                "coherence_member_member": coh(0.7, 0.32),
+            },
+            "b": {
+                "coherence": coh(0.7, 0.2),
+                "coherence_ensemble_mean": coh(0.8, 0.4),
+                "coherence_member_member": coh(0.9, 0.6),
+            },
+        },
+        "spline": {"a": {"coherence": coh(0.9, 0.45)}, "b": {"coherence": coh(0.9, 0.45)}},
+        "noise": {"a": {"coherence": coh(0.99, 0.99)}, "b": {"coherence": coh(0.99, 0.99)}},
+    }
+    m = _metrics(summ)
+    ens, mm = coherence_reading(m, "test")
+    # the stochastic noise baseline is not an interpolant; >= counts
+    assert ens == (
+        "m1: ensemble-mean coherence >= the best interpolant's on 1/2 channels in the "
+        "transition band and 1/2 channels in the generated band; furthest behind b "
+        "(transition: 0.8 vs spline 0.9)."
+    )
+    assert mm == (
+        "m1: member-member generated-band coherence is within 0.05 of member-truth "
+        "(calibrated phases) on 1/2 channels; members agree more with each other than with "
+        "the truth (under-dispersed) on b 0.6 vs 0.2."
+    )
+    assert mm in readings(m)["test"]["coherence"]
+    # one-member methods (nulls) and missing interpolants: nothing to say
+    summ["m1"] = {"a": {"coherence_member_member": {"generated": None}}}
+    assert coherence_reading(_metrics(summ, baselines=("noise",)), "test") == []

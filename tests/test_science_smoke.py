@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 GOALS = (
     "generated-band error <= 0.15",
     "resolved-band error <= best interpolant",
-    "transition coherence > best interpolant",
+    "transition ensemble-mean coherence >= best interpolant",
+    "generated ensemble-mean coherence >= best interpolant",
+    "|member-member - member-truth| generated-band coherence <= 0.05",
     "every snapshot: transition coherence >= spline - 0.02",
 )
 

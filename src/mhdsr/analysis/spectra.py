@@ -349,3 +349,72 @@ def coherence(pred: np.ndarray, truth: np.ndarray, n_lo: int, n_hi: int) -> dict
     """:func:`band_coherence` of fields ``pred`` and ``truth`` ``(..., N, N)`` (broadcastable)."""
     a, b = rfft_coefficients(pred), rfft_coefficients(truth)
     return band_coherence(shell_cross(a, b), shell_power(a), shell_power(b), n_lo, n_hi)
+
+
+def band_gram(coef: np.ndarray, n_lo: int, n_hi: int) -> dict[str, np.ndarray]:
+    """Per-band Gram matrix of an ensemble's :func:`rfft_coefficients`.
+
+    ``G_B[..., i, j] = sum_{k_vec in B} Re(F_i conj(F_j))`` over every wavevector whose shell
+    ``round(|k_vec|)`` lies in band ``B`` (:func:`band_edges`), each half-plane coefficient
+    weighted by its multiplicity (module docstring). So ``G_B[i, j]`` is the band sum of
+    :func:`shell_cross` of members ``i`` and ``j``, and ``G_B[i, i]`` that of
+    :func:`shell_power` of member ``i``; one matrix product per band instead of one cross
+    spectrum per pair.
+
+    Args:
+        coef: ``(M, ..., N, N // 2 + 1)`` coefficients of ``M`` members.
+        n_lo, n_hi: grid sizes that set the bands.
+
+    Returns:
+        ``{band name: float64 (..., M, M)}`` (symmetric); a band with no shell on the grid is
+        left out (as in :func:`band_sums`).
+    """
+    n = coef.shape[-2]
+    shell, weight, ns = _rfft_shells(n)
+    m = coef.shape[0]
+    lead = coef.shape[1:-2]
+    flat = np.moveaxis(np.asarray(coef).reshape(m, -1, shell.size), 0, 1)  # (L, M, P)
+    k = np.arange(ns)
+    out = {}
+    for name, band in band_edges(n_lo, n_hi).items():
+        if not band.mask(k).any():
+            continue
+        sel = band.mask(shell)
+        a, w = flat[..., sel], weight[sel]
+        g = (a.real * w) @ np.swapaxes(a.real, -1, -2) + (a.imag * w) @ np.swapaxes(a.imag, -1, -2)
+        out[name] = g.reshape(*lead, m, m)
+    return out
+
+
+def member_pair_coherence(coef: np.ndarray, n_lo: int, n_hi: int) -> dict[str, np.ndarray]:
+    """Mean band coherence between the members of an ensemble, over all pairs ``i < j``.
+
+    ``coh_mm,B = 2 / (M (M - 1)) * sum_{i < j} G_B[i, j] / sqrt(G_B[i, i] * G_B[j, j])`` with
+    :func:`band_gram` ``G_B``: the :func:`band_coherence` of member ``i`` against member ``j``
+    (member ``j`` in the truth's role), averaged over the ``M (M - 1) / 2`` pairs. For a
+    calibrated ensemble (the truth exchangeable with a member) its expectation equals the mean
+    member-truth coherence; members that agree with each other more than with the truth
+    (under-dispersed phases) give more. Identical members give 1, independent random phases
+    ~ 0. A member without power in a band (0 / 0) makes that band ``nan``.
+
+    Args:
+        coef: ``(M, ..., N, N // 2 + 1)`` coefficients of ``M >= 2`` members.
+        n_lo, n_hi: grid sizes that set the bands.
+
+    Returns:
+        ``{band name: float64 (...)}``, dimensionless.
+
+    Raises:
+        ValueError: fewer than 2 members.
+    """
+    m = coef.shape[0]
+    if m < 2:
+        raise ValueError(f"member-member coherence needs >= 2 members, got {m}")
+    iu, ju = np.triu_indices(m, k=1)
+    out = {}
+    for name, g in band_gram(coef, n_lo, n_hi).items():
+        d = np.diagonal(g, axis1=-2, axis2=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            coh = g[..., iu, ju] / np.sqrt(d[..., iu] * d[..., ju])
+        out[name] = coh.mean(axis=-1)
+    return out

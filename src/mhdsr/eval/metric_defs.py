@@ -16,7 +16,12 @@ from mhdsr.analysis import scores as S
 from mhdsr.analysis.energy import kinetic_energy, magnetic_energy, pearson
 from mhdsr.analysis.pdfs import wasserstein1
 from mhdsr.analysis.physics import divb_residual, jz_residual
-from mhdsr.analysis.spectra import band_coherence, band_edges, shell_cross
+from mhdsr.analysis.spectra import (
+    band_coherence,
+    band_edges,
+    member_pair_coherence,
+    shell_cross,
+)
 from mhdsr.eval.fields import (
     INCREMENT_CHANNELS,
     INCREMENT_VARS,
@@ -247,6 +252,36 @@ for _of_mean, _name, _who in (
                 timeseries=not _of_mean,
             )
         )
+
+
+def _member_member_row(band: str):
+    def fn(pred: Fields, target: Target) -> np.ndarray | None:
+        coh = pred.memo(
+            "coherence_member_member",
+            lambda: member_pair_coherence(pred.coef, pred.n_lo, pred.n_hi),
+        )
+        return coh.get(band)
+
+    return fn
+
+
+for _band in BANDS:
+    register(
+        Metric(
+            f"coherence_member_member.{_band}",
+            f"{_band} coh. (member-member)",
+            f"mean over member pairs i < j of Re(sum F_i conj F_j) / sqrt(sum |F_i|^2 sum "
+            f"|F_j|^2) over the wavevectors of the {_band} band (member j in the truth's role), "
+            "per snapshot, then mean. A calibrated ensemble has it equal to the member coherence "
+            "with the truth; higher = members agree with each other more than with the truth.",
+            _member_member_row(_band),
+            needs="none",
+            ensemble=True,
+            min_members=2,
+            better="none",
+            table="coherence",
+        )
+    )
 
 
 # ---- PDFs and intermittency --------------------------------------------------------------------

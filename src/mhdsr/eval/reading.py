@@ -3,8 +3,10 @@
 Pure functions of the cleaned metrics dict (:func:`mhdsr.eval.report.clean`; missing values are
 ``None``). For each registered metric of a table: which curve is best per channel, best method
 against best baseline (the sense of "best" is the metric's ``better``); the ensemble calibration
-(spread/skill < 0.8 under-, > 1.2 over-dispersed); the physics residuals against the truth's
-own floor; the domain-gap floor of held-out sims; the per-snapshot transition-coherence goal.
+(spread/skill < 0.8 under-, > 1.2 over-dispersed); the fair coherence comparisons (the
+ensemble mean against the best interpolant, member-member against member-truth); the physics
+residuals against the truth's own floor; the domain-gap floor of held-out sims; the
+per-snapshot transition-coherence goal.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from mhdsr.eval.registry import TABLES, Metric, in_table
 
 #: spread/skill outside [UNDER, OVER] is flagged as under- / over-dispersed.
 UNDER, OVER = 0.8, 1.2
+#: The deterministic interpolation baselines (their coherence is their ensemble mean's).
+INTERPOLANTS: tuple[str, ...] = ("bilinear", "bicubic", "spline")
+#: |member-member - member-truth| generated-band coherence above this is flagged.
+MEMBER_GAP = 0.05
 
 
 def fmt(v: Any) -> str:
@@ -147,6 +153,73 @@ def dispersion_reading(metrics: Mapping[str, Any], group: str) -> list[str]:
     return lines
 
 
+def coherence_reading(metrics: Mapping[str, Any], group: str) -> list[str]:
+    """Per method, one sentence each: its ensemble-mean coherence against the best
+    interpolant's (transition and generated bands), and its member-member against its
+    member-truth generated-band coherence (equal in expectation for a calibrated ensemble; a
+    single member's coherence is about the square of the ensemble mean's, so it is not compared
+    with an interpolant)."""
+    summ = metrics["summary"].get(group, {})
+    methods, baselines = curves_of(metrics, group)
+    interps = [b for b in INTERPOLANTS if b in baselines]
+    lines = []
+    for name in methods:
+        counts, behind = [], []
+        for band in ("transition", "generated"):
+            won = n = 0
+            for ch in metrics["channels"]:
+                v = get(summ, (name, ch, "coherence_ensemble_mean", band))
+                best = [
+                    (float(x), b)
+                    for b in interps
+                    if isinstance(x := get(summ, (b, ch, "coherence", band)), (int, float))
+                ]
+                if not isinstance(v, (int, float)) or not best:
+                    continue
+                bv, bn = max(best)
+                n += 1
+                if v >= bv:
+                    won += 1
+                else:
+                    behind.append((v - bv, ch, band, float(v), bn, bv))
+            if n:
+                counts.append(f"{won}/{n} channels in the {band} band")
+        if counts:
+            text = f"{name}: ensemble-mean coherence >= the best interpolant's on " + " and ".join(
+                counts
+            )
+            if behind:
+                _, ch, band, v, bn, bv = min(behind)
+                sb, sv = fmt_pair(bv, v)
+                text += f"; furthest behind {ch} ({band}: {sv} vs {bn} {sb})"
+            lines.append(text + ".")
+        close, more, less = [], [], []
+        for ch in metrics["channels"]:
+            mm = get(summ, (name, ch, "coherence_member_member", "generated"))
+            mt = get(summ, (name, ch, "coherence", "generated"))
+            if not isinstance(mm, (int, float)) or not isinstance(mt, (int, float)):
+                continue
+            if abs(mm - mt) <= MEMBER_GAP:
+                close.append(ch)
+            else:
+                (more if mm > mt else less).append(f"{ch} {fmt(mm)} vs {fmt(mt)}")
+        n = len(close) + len(more) + len(less)
+        if n:
+            text = (
+                f"{name}: member-member generated-band coherence is within {MEMBER_GAP} of "
+                f"member-truth (calibrated phases) on {len(close)}/{n} channels"
+            )
+            if more:
+                text += (
+                    "; members agree more with each other than with the truth (under-dispersed) "
+                    "on " + ", ".join(more)
+                )
+            if less:
+                text += "; less (over-dispersed) on " + ", ".join(less)
+            lines.append(text + ".")
+    return lines
+
+
 def goal_reading(metrics: Mapping[str, Any], group: str) -> list[str]:
     """The transition-coherence goal of the methods of one group, one line per method."""
     goal = get(metrics, ("goals", "transition_coherence"))
@@ -261,6 +334,8 @@ def readings(metrics: Mapping[str, Any]) -> dict[str, Any]:
             ]
             if table == "ensemble":
                 lines += dispersion_reading(metrics, group)
+            if table == "coherence":
+                lines += coherence_reading(metrics, group)
             if lines:
                 g[table] = lines
         goal = goal_reading(metrics, group)
