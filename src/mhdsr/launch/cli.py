@@ -54,9 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lsub = p.add_subparsers(dest="launch_command", metavar="WHAT", required=True)
     for kind, text, example in (
         ("train", "submit a training job (TRAIN config + launch settings)",
-         "mhdsr launch train --config configs/train/cpu-small.yaml --launch "
+         "mhdsr launch train --config configs/train/gpu-40m.yaml --launch "
          "configs/launch/slurm.yaml nodes=4 gpus_per_node=4 partition=gpu time=24h "
-         "engine.device=auto max_steps=200000\n"
+         "engine.device=auto\n"
          "  mhdsr launch train --config configs/train/cpu-small.yaml --launch "
          "configs/launch/slurm-cpu.yaml tasks_per_node=2 cpus_per_task=4  # CPU-only cluster"),
         ("forecast", "submit a forecast training job (FORECAST train config + launch settings)",
@@ -99,7 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = lsub.add_parser(
         "status",
         help="what a job folder's submissions did: job states; sims done/failed/pending; train step",
-        description="Per submission in a job folder (default <run_dir>/jobs or <output_dir>/jobs): "
+        description="Per submission in a job folder (--job-dir: the submission's job_dir, by default "
+        "<run_dir>/jobs or <output_dir>/jobs): "
         "each job's SLURM state with its reason (e.g. PENDING (Resources)), restarts, its log file, "
         "its own progress (training: steps this job made; sampling: sims and samples per array "
         "task) and, for FAILED, the last error line of its log; then the sims done / failed / "
