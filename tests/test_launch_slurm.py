@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN_YAML = str(REPO / "configs" / "train" / "cpu-small.yaml")
 TRAIN = [*TINY, "data.workers=0", "data.val_samples=0", "log.every=2", "checkpoint.every=2"]
 # time <= 10 min: submitit counts every USR2 as a timeout
+REQUEUE_STEPS = 300
 SLURM = ["executor=slurm", f"partition={PARTITION}", "cpus_per_task=1", "time=10m"]
 
 
@@ -65,8 +66,11 @@ def _log(run_or_out: Path, job_id: str, task: int = 0) -> str:
 
 def test_train_two_ranks_requeued_midrun_resume_newest_checkpoint(tmp_path, demo_shards, capsys):
     run_dir = tmp_path / "run"
+    # enough steps that the run cannot finish between the first checkpoint and the requeue's
+    # SIGKILL (KillWait 5 s; an idle machine runs this tiny model at ~10 steps/s)
     argv = ["launch", "train", "--config", TRAIN_YAML, *TRAIN, f"shards={demo_shards}",
-            f"run_dir={run_dir}", "max_steps=30", *SLURM, "tasks_per_node=2"]  # fmt: skip
+            f"run_dir={run_dir}", f"max_steps={REQUEUE_STEPS}", "checkpoint.every=20", *SLURM,
+            "tasks_per_node=2"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     jid = re.search(r"submitted train job (\d+) \(slurm\): 1 node\(s\) x 2 rank\(s\)", out).group(1)
@@ -79,16 +83,16 @@ def test_train_two_ranks_requeued_midrun_resume_newest_checkpoint(tmp_path, demo
     requeue_job(jid)  # what a preemption by the scheduler does
     wait_for_state(jid, {"PENDING"}, timeout_s=60)
     newest = find_latest(run_dir)
-    assert newest is not None and newest.step < 30
+    assert newest is not None and newest.step < REQUEUE_STEPS
     release_job(jid)
     assert wait_for_job(job, timeout_s=240) == "COMPLETED"
 
     results = job.results()
-    assert [r["step"] for r in results] == [30, 30] and results[0]["world_size"] == 2
+    assert [r["step"] for r in results] == [REQUEUE_STEPS] * 2 and results[0]["world_size"] == 2
     assert results[0]["resumed_from"] == newest.tag and results[0]["resume_mode"] == "deepspeed"
     assert restart_count(jid) == 1
     assert f"resume from {newest.tag} (deepspeed)" in _log(run_dir, jid)
-    assert find_latest(run_dir).step == 30
+    assert find_latest(run_dir).step == REQUEUE_STEPS
     assert (run_dir / "jobs" / f"{jid}_train.yaml").is_file()
 
 
