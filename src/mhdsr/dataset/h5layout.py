@@ -53,6 +53,8 @@ CYCLE = "cycle"
 KEY = "key"
 INIT_INDEX = "init_index"
 LEAD = "lead"
+#: chain files of an ensemble rollout: the forecast member each row super-resolves, ``(T,)``
+MEMBER = "member"
 
 # --- rollout files
 FORECAST = "forecast"
@@ -65,6 +67,13 @@ INIT_TIME = "init_time"
 INIT_CYCLE = "init_cycle"
 PREV = "prev"
 PREV_SNAPSHOT = "prev_snapshot"
+#: ensemble rollouts (generative forecaster): every member's trajectory ``(N, E, L, C, h, w)``;
+#: ``forecast`` then holds the ensemble mean over E
+MEMBERS = "members"
+#: rollout attributes: ``forecaster`` = "operator" (deterministic FNO) | "flow" (generative);
+#: ``ensemble`` = E (1 for the operator)
+FORECASTER, ENSEMBLE = "forecaster", "ensemble"
+FORECASTER_OPERATOR, FORECASTER_FLOW = "operator", "flow"
 #: what a rollout reader needs (``time``: t0 + k dt)
 ROLLOUT_DATASETS = (FORECAST, TRUTH, TRUTH_SNAPSHOT, INIT, PREV, PREV_SNAPSHOT, INIT_SNAPSHOT,
                     LEAD_ORBITS, TIME)  # fmt: skip
