@@ -63,10 +63,10 @@ def test_augmentation_is_a_symmetry_of_whole_windows():
     """Rolls and R/M/P elements act on every frame of a window alike (keyed by the generator)."""
     from types import SimpleNamespace
 
-    from mhdsr.forecast.task import ForecastTask
+    from mhdsr.forecast.data import WindowData
     from mhdsr.method import symmetry
 
-    task = ForecastTask.__new__(ForecastTask)
+    task = WindowData.__new__(WindowData)
     task.cfg = SimpleNamespace(data=SimpleNamespace(roll=True, augment="symmetry"))
     task.channels = ["density", "velx", "vely", "velz", "Bx", "By", "Bz", "jz"]
     seq = torch.randn(3, 4, 8, 16, 16)

@@ -65,7 +65,9 @@ def add_config_command(
     [--print-config]`` (the one piece of CLI scaffolding every stage shares).
 
     ``schema`` and ``runner`` are ``"module:attribute"`` references, imported only when the
-    command runs (so ``mhdsr --help`` stays light). The runner is called with the validated
+    command runs (so ``mhdsr --help`` stays light); a schema that is a function (not a class)
+    is called with the parsed arguments and returns the class (a command whose config file
+    says which of several schemas it is). The runner is called with the validated
     config, plus the parsed arguments when it takes two positional parameters (for stage-specific flags);
     an ``int`` it returns is the exit status, anything else (a summary dict, ``None``) means 0.
 
@@ -79,7 +81,8 @@ def add_config_command(
 
 
 def _run_config_command(schema: str, runner: str, args: argparse.Namespace) -> int:
-    cfg = config_from_args(_resolve(schema), args)
+    obj = _resolve(schema)
+    cfg = config_from_args(obj if isinstance(obj, type) else obj(args), args)
     if cfg is None:
         return 0
     fn = _resolve(runner)

@@ -26,12 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_command(
         fsub,
         "train",
-        help="train the forecast operator (DeepSpeed; resumable by rerunning)",
-        description="Train the FNO on window shards (one-step + rolled-out loss). Works as one "
-        "process or under torchrun/deepspeed/srun. Common overrides: run_dir=PATH shards=PATH "
-        "max_steps=N loss.rollout_steps=2 engine.zero_stage=2 engine.precision=bf16.",
-        example="run_dir=PATH max_steps=100 model.width=32",
-        schema="mhdsr.forecast.config:ForecastTrainConfig",
+        help="train a forecaster: the operator (FNO) or the generative one (DeepSpeed; resumable)",
+        description="Train on window shards: `forecaster: operator` (the config's top-level key; "
+        "the default) trains the FNO (one-step + rolled-out loss), `forecaster: flow` the "
+        "generative forecaster (conditional flow matching with the super-resolution engine, "
+        "source persistence or operator). Works as one process or under torchrun/deepspeed/srun. "
+        "Common overrides: run_dir=PATH shards=PATH max_steps=N engine.zero_stage=2 "
+        "engine.precision=bf16.",
+        example="run_dir=PATH max_steps=100",
+        schema="mhdsr.forecast.config:train_schema_of",
         runner="mhdsr.forecast.task:train",
     )
     add_config_command(

@@ -14,14 +14,19 @@ repository root).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from mhdsr.config import require
+from mhdsr.errors import ConfigError
+from mhdsr.method.config import MethodConfig, SamplerConfig
+from mhdsr.model.config import ModelConfig
 from mhdsr.model.fno import FNOConfig
 from mhdsr.runtime.config import TrainerConfig, trainer_config
 
 Weights = Literal["ema", "raw"]
 Device = Literal["auto", "cpu", "cuda"]
+#: where the generative forecaster's flow starts: x(t) itself, or the operator's one-step mean
+Source = Literal["persistence", "operator"]
 
 
 @dataclass
@@ -98,10 +103,13 @@ class ForecastLossConfig:
 @trainer_config
 @dataclass
 class ForecastTrainConfig(TrainerConfig):
-    """``mhdsr forecast train`` configuration: the shared trainer settings
-    (:class:`~mhdsr.runtime.config.TrainerConfig`; the window length against ``model.history``
-    and ``loss.rollout_steps`` is checked with the manifest) and the forecast sections."""
+    """``mhdsr forecast train`` configuration of the deterministic operator (the FNO): the
+    shared trainer settings (:class:`~mhdsr.runtime.config.TrainerConfig`; the window length
+    against ``model.history`` and ``loss.rollout_steps`` is checked with the manifest) and the
+    forecast sections."""
 
+    #: which forecaster this config trains: the deterministic neural operator
+    forecaster: Literal["operator"] = "operator"
     #: run folder: checkpoints/, export/, tb/, config.yaml, log.txt
     run_dir: str = "runs/forecast"
     #: window shard folder (task forecast) holding manifest.json
@@ -109,6 +117,112 @@ class ForecastTrainConfig(TrainerConfig):
     data: ForecastDataConfig = field(default_factory=ForecastDataConfig)
     model: FNOConfig = field(default_factory=FNOConfig)
     loss: ForecastLossConfig = field(default_factory=ForecastLossConfig)
+
+
+@dataclass
+class FlowSourceConfig:
+    """Where the generative forecaster's flow starts (docs/forecast.md "The generative
+    forecaster"): the mean ``u`` of the source of ``x(t + dt)``."""
+
+    #: persistence: u = x(t); operator: u = F(x(t)), the deterministic operator's one-step mean
+    #: (the operator predicts the mean, the flow generates the rest)
+    source: Source = "persistence"
+    #: the operator (source operator): an FNO run folder (its latest export) or export file of
+    #: `mhdsr forecast train` with history 1 and this window cadence; copied into every export
+    operator: str = ""
+    #: which of the operator's exported weights
+    operator_weights: Weights = "ema"
+
+    def validate(self) -> None:
+        """Raises ConfigError naming ``forecast.<key>``."""
+        if self.source == "operator":
+            require(
+                bool(self.operator), "forecast.operator",
+                "an FNO run folder or export file (forecast.source=operator)", self.operator,
+            )  # fmt: skip
+
+
+@trainer_config
+@dataclass
+class FlowForecastTrainConfig(TrainerConfig):
+    """``mhdsr forecast train`` configuration of the generative forecaster: conditional flow
+    matching for ``p(x(t + dt) | x(t))`` on the lo grid with the super-resolution engine's
+    method (``method``: :class:`~mhdsr.method.config.MethodConfig`, residual formulation and
+    instance scale from ``x(t)``), UNet (``model``), loss, EMA, DeepSpeed, checkpoints and
+    launch; the windows' pairs ``(x_s, x_{s+1})`` are the training pairs."""
+
+    #: which forecaster this config trains: the generative (flow-matching) forecaster
+    forecaster: Literal["flow"] = "flow"
+    #: run folder: checkpoints/, export/, tb/, config.yaml, log.txt
+    run_dir: str = "runs/forecast-flow"
+    #: window shard folder (task forecast) holding manifest.json
+    shards: str = "runs/demo-forecast/shards"
+    data: ForecastDataConfig = field(default_factory=ForecastDataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=lambda: MethodConfig(project=False))
+    forecast: FlowSourceConfig = field(default_factory=FlowSourceConfig)
+
+    def validate_task(self) -> None:
+        """The method against forecasting (no block means to project onto) and the network's
+        conditioning width against the source (``model.cond_channels`` 0 is filled in:
+        ``channels`` for persistence, ``2 * channels`` for the operator, which also sees x(t))."""
+        self.forecast.validate()
+        if self.method.project:
+            raise ConfigError(
+                "config key 'method.project': a forecast has no input block means to project "
+                "onto; set method.project=false"
+            )
+        c = self.model.channels
+        want = 2 * c if self.forecast.source == "operator" else c
+        if self.model.cond_channels == 0:
+            self.model.cond_channels = want
+        if self.model.cond_channels != want:
+            raise ConfigError(
+                f"config key 'model.cond_channels': source {self.forecast.source!r} conditions on "
+                f"{want} channels, got {self.model.cond_channels} (set 0 to fill it in)"
+            )
+
+
+def train_schema(forecaster: str | None) -> type:
+    """The train config class of a ``forecaster`` value (``None`` or ``operator``: the FNO;
+    ``flow``: the generative forecaster).
+
+    Raises:
+        ConfigError: any other value (names the key ``forecaster``).
+    """
+    if forecaster in (None, "operator"):
+        return ForecastTrainConfig
+    if forecaster == "flow":
+        return FlowForecastTrainConfig
+    raise ConfigError(f"config key 'forecaster': expected operator or flow, got {forecaster!r}")
+
+
+def train_schema_of(args: Any) -> type:
+    """The train config class of ``mhdsr forecast train --config FILE [key=value ...]``: the
+    file's top-level ``forecaster`` key (an override ``forecaster=...`` wins). An unreadable
+    file gives the operator's class; loading it then reports the problem with the file."""
+    value = None
+    for o in getattr(args, "overrides", None) or []:
+        if o.startswith("forecaster="):
+            value = o.partition("=")[2]
+    if value is None:
+        value = forecaster_of_file(getattr(args, "config", None))
+    return train_schema(value)
+
+
+def forecaster_of_file(path: str | None) -> str | None:
+    """The top-level ``forecaster`` value of a YAML config file (None: absent or unreadable)."""
+    import yaml
+
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    v = doc.get("forecaster") if isinstance(doc, dict) else None
+    return None if v is None else str(v)
 
 
 @dataclass
@@ -155,6 +269,13 @@ class RolloutConfig:
     inputs: RolloutInputsConfig = field(default_factory=RolloutInputsConfig)
     #: autoregressive steps L (lead times dt, 2 dt, ..., L dt)
     steps: int = 8
+    #: members E per initial state (generative forecaster: E trajectories, each with its own
+    #: keyed noise (sim, initial snapshot, step, member); the operator is deterministic: 1)
+    ensemble: int = 8
+    #: the flow sampler of each step (generative forecaster; NFE per step = the sampler's)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    #: base seed of the rollout noise
+    seed: int = 0
     #: initial states per network call (does not change the results)
     batch_size: int = 4
     #: spacing tolerance in mean timesteps when looking up the history and the truth
@@ -169,5 +290,7 @@ class RolloutConfig:
         )
         require(bool(self.output_dir), "output_dir", "a folder path", self.output_dir)
         require(self.steps >= 1, "steps", "an integer >= 1", self.steps)
+        require(self.ensemble >= 1, "ensemble", "an integer >= 1", self.ensemble)
+        self.sampler.validate()
         require(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         require(self.time_tol > 0, "time_tol", "a number > 0", self.time_tol)

@@ -45,15 +45,16 @@ import numpy as np
 import torch
 
 from mhdsr.channels import CHANNELS
-from mhdsr.config import from_dict, to_yaml
+from mhdsr.config import to_dict, to_yaml
 from mhdsr.dataset import h5layout as H
 from mhdsr.dataset.cadence import Cadence, cadence, lo_of_hi, orbit_time
 from mhdsr.dataset.h5layout import output_path, read_settings, stale_tmps
-from mhdsr.dataset.normalize import Normalizer
-from mhdsr.errors import CheckpointError, ConfigError
+from mhdsr.errors import ConfigError
 from mhdsr.forecast.config import RolloutConfig
 from mhdsr.forecast.loss import rollout
+from mhdsr.forecast.models import FlowForecaster, ForecastModel, load_forecast_model
 from mhdsr.io_utils import atomic_path, make_output_dir, write_text_atomic
+from mhdsr.method.samplers import expected_nfe
 from mhdsr.units import orbits
 
 log = logging.getLogger("mhdsr.forecast")
@@ -61,64 +62,11 @@ log = logging.getLogger("mhdsr.forecast")
 KIND = H.KIND_FORECAST
 CONFIG_NAME = "rollout_config.yaml"
 NATIVE, POOLED = "native_lo", "avgpool2_hi"
-
-
-@dataclass
-class ForecastModel:
-    """An exported forecast model ready to roll out.
-
-    Attributes:
-        model: the :class:`~mhdsr.model.fno.ForecastFNO` in eval mode on its device.
-        channels: the forecast channels; ``norm`` their normalization (physical units).
-        dt_orbits: the trained step; ``history`` the states it takes; ``grid`` ``(h, w)``.
-        path, sha256, step, weights: the export file, its hash, its step, ``ema`` | ``raw``.
-    """
-
-    model: torch.nn.Module
-    channels: list[str]
-    norm: Normalizer
-    dt_orbits: float
-    history: int
-    grid: tuple[int, int]
-    path: str
-    sha256: str
-    step: int
-    weights: str
-
-
-def load_forecast_model(
-    checkpoint: str, weights: str = "ema", device: torch.device | str = "cpu"
-) -> ForecastModel:
-    """Load a forecast export (``torch.load(weights_only=True)``, no DeepSpeed needed).
-
-    Raises:
-        CheckpointError: nothing exported there, not a forecast export (e.g. a super-resolution
-            model), or weights that do not fit the model config (names the key ``checkpoint``).
-    """
-    from mhdsr.model.export import export_normalization, load_weights, open_export
-    from mhdsr.model.fno import FNOConfig, ForecastFNO
-
-    payload = open_export(checkpoint, forecast=True)
-    where = payload["path"]
-    try:
-        mcfg = from_dict(FNOConfig, payload["model"])
-    except ConfigError as e:
-        raise CheckpointError(f"{where}: model config: {e}") from None
-    channels, mean, std = export_normalization(payload, mcfg.channels)
-    model = load_weights(ForecastFNO(mcfg), payload, weights, device)
-    meth = payload["method"]
-    return ForecastModel(
-        model=model,
-        channels=channels,
-        norm=Normalizer(mean, std),
-        dt_orbits=float(meth["dt_orbits"]),
-        history=int(meth["history"]),
-        grid=(int(meth["grid"][0]), int(meth["grid"][1])),
-        path=where,
-        sha256=payload["sha256"],
-        step=int(payload["step"]),
-        weights=weights,
-    )
+#: an exported forecaster of either kind
+Forecaster = ForecastModel | FlowForecaster
+#: the noise-key word of rollout member streams: member e of the rollout from initial snapshot
+#: n of sim s draws, at step k, from generator (seed, ROLLOUT_KEY, name_word(s), n, k, e)
+ROLLOUT_KEY = 7
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,7 +104,7 @@ class RunPlan:
         return lo, float(snap.time), int(snap.cycle)
 
 
-def plan_runs(cfg: RolloutConfig, fm: ForecastModel) -> list[RunPlan]:
+def plan_runs(cfg: RolloutConfig, fm: Forecaster) -> list[RunPlan]:
     """The runs and initial snapshots of ``cfg.inputs`` (reads headers only).
 
     Raises:
@@ -253,7 +201,7 @@ def _truth(cad: Cadence, init: int, steps: int) -> list[int | None]:
 # Files
 
 
-def _settings(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan) -> dict[str, Any]:
+def _settings(cfg: RolloutConfig, fm: Forecaster, rp: RunPlan) -> dict[str, Any]:
     return {
         "checkpoint_sha256": fm.sha256,
         "weights": fm.weights,
@@ -264,11 +212,21 @@ def _settings(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan) -> dict[str, A
         "lo_kind": rp.lo_kind,
         "dt_orbits": fm.dt_orbits,
         "time_tol": float(cfg.time_tol),
+        **(
+            {
+                "forecaster": H.FORECASTER_FLOW,
+                "ensemble": int(cfg.ensemble),
+                "sampler": to_dict(cfg.sampler),
+                "seed": int(cfg.seed),
+            }
+            if isinstance(fm, FlowForecaster)
+            else {}
+        ),  # fmt: skip
     }
 
 
 @torch.no_grad()
-def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torch.device) -> Path:
+def rollout_run(cfg: RolloutConfig, fm: Forecaster, rp: RunPlan, device: torch.device) -> Path:
     """Roll out every initial state of ``rp`` and write its file atomically."""
     import h5py
 
@@ -309,6 +267,12 @@ def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torc
         for i, row in enumerate(rp.truth):
             for k, s in enumerate(row):
                 f[H.TRUTH][i, k] = nan if s is None else field_of(s)[0]
+        flow = isinstance(fm, FlowForecaster)
+        e_n = int(cfg.ensemble) if flow else 1
+        if flow:
+            f.create_dataset(
+                H.MEMBERS, (n, e_n, steps, c, h, w), dtype="f4", chunks=(1, 1, 1, c, h, w)
+            )
         for b0 in range(0, n, cfg.batch_size):
             idx = list(range(b0, min(n, b0 + cfg.batch_size)))
             hist = []
@@ -316,6 +280,11 @@ def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torc
                 frames = [init[i]] if fm.history == 1 else [field_of(rp.prevs[i])[0], init[i]]
                 hist.append(np.stack(frames))
             states = fm.norm.normalize(torch.from_numpy(np.stack(hist)).to(device))
+            if flow:
+                members = _flow_members(cfg, fm, rp, [rp.inits[i] for i in idx], states[:, -1])
+                f[H.MEMBERS][idx[0] : idx[-1] + 1] = members
+                f[H.FORECAST][idx[0] : idx[-1] + 1] = members.astype(np.float64).mean(axis=1)
+                continue
             dt = torch.full((len(idx),), fm.dt_orbits, device=device)
             pred = fm.norm.denormalize(rollout(fm.model, states, dt, steps)).cpu().numpy()
             f[H.FORECAST][idx[0] : idx[-1] + 1] = pred.astype(np.float32)
@@ -337,11 +306,17 @@ def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torc
             "omega0": rp.omega0,
             "history": fm.history,
             "steps": steps,
+            H.FORECASTER: fm.kind,
+            H.ENSEMBLE: e_n,
             "norm_mean": [float(x) for x in fm.norm.mean],
             "norm_std": [float(x) for x in fm.norm.std],
             "units": "physical (code units); lo grid",
             H.SETTINGS: json.dumps(_settings(cfg, fm, rp), sort_keys=True),
         }
+        if flow:
+            attrs["source_mean"] = fm.source
+            attrs["sampler"] = json.dumps(to_dict(cfg.sampler), sort_keys=True)
+            attrs["nfe_per_step"] = expected_nfe(cfg.sampler.name, cfg.sampler.steps)
         for k, v in attrs.items():
             f.attrs[k] = v
         finite = bool(np.isfinite(f[H.FORECAST][()]).all())
@@ -352,6 +327,29 @@ def rollout_run(cfg: RolloutConfig, fm: ForecastModel, rp: RunPlan, device: torc
             "%s: the forecast holds NaN/inf (the rollout diverged); kept and flagged", rp.sim
         )
     return path
+
+
+def _flow_members(
+    cfg: RolloutConfig, fm: FlowForecaster, rp: RunPlan, inits: list[int], x0: torch.Tensor
+) -> np.ndarray:
+    """Every member's trajectory from normalized initial states ``x0`` ``(n, C, h, w)``:
+    ``(n, E, L, C, h, w)`` float32 physical. Member ``e`` of initial snapshot ``inits[i]`` is its
+    own autoregressive chain; its step ``k`` draws from the keyed stream
+    ``(cfg.seed, ROLLOUT_KEY, name_word(sim), inits[i], k, e)``, so a member's numbers do not
+    depend on the batch, the other members or the rank."""
+    from mhdsr.method.noise import PerSampleNoise, name_word
+
+    e_n, steps = int(cfg.ensemble), int(cfg.steps)
+    word = name_word(rp.sim)
+    x = x0.repeat_interleave(e_n, dim=0)
+    out = np.empty((x0.shape[0], e_n, steps, *x0.shape[1:]), dtype=np.float32)
+    for k in range(1, steps + 1):
+        keys = [(ROLLOUT_KEY, word, n0, k, e) for n0 in inits for e in range(e_n)]
+        noise = PerSampleNoise.from_keys(cfg.seed, keys, device=x.device)
+        x = fm.step_once(x, noise, cfg.sampler)
+        phys = fm.norm.denormalize(x).cpu().numpy().astype(np.float32)
+        out[:, :, k - 1] = phys.reshape(x0.shape[0], e_n, *x0.shape[1:])
+    return out
 
 
 def _task() -> tuple[int, int, int]:

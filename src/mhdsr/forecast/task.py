@@ -20,36 +20,20 @@ import torch
 from torch import Tensor, nn
 
 from mhdsr.config import to_dict
-from mhdsr.dataset.manifest import manifest_sha256, normalization, read_manifest
-from mhdsr.dataset.normalize import Normalizer
-from mhdsr.dataset.stream import ShardStream, make_loader, read_samples, shard_list
-from mhdsr.errors import ConfigError, ShardError
+from mhdsr.errors import ConfigError
 from mhdsr.forecast.config import ForecastTrainConfig
+from mhdsr.forecast.data import WindowData, forecast_manifest
 from mhdsr.forecast.loss import forecast_loss, min_window, rollout
-from mhdsr.method import symmetry
 from mhdsr.runtime.distributed import DistEnv, all_reduce_sum
 from mhdsr.runtime.monitor import Monitor
+
+__all__ = ["EXPORT_KIND", "FROZEN_KEYS", "ForecastTask", "forecast_manifest", "train"]
 
 #: config keys that define the model: a run folder refuses to resume when one changes (the loss
 #: may change between runs: e.g. fine-tuning with a longer rollout)
 FROZEN_KEYS = ("model", "channels", "seed")
 #: export payload ``kind`` of a forecast model
 EXPORT_KIND = "forecast"
-
-
-def forecast_manifest(path: str) -> dict[str, Any]:
-    """The manifest of a window shard folder.
-
-    Raises:
-        ShardError: unreadable, or not a forecast window folder (names the key ``shards``).
-    """
-    m = read_manifest(path)
-    if m.get("task") != "forecast" or "seq" not in m["shapes"]:
-        raise ShardError(
-            f"config key 'shards': {path} holds super-resolution shards, not forecast windows "
-            "(build them with `mhdsr shard build` and task: forecast)"
-        )
-    return m
 
 
 class ForecastTask:
@@ -69,16 +53,13 @@ class ForecastTask:
 
     def __init__(self, cfg: ForecastTrainConfig, env: DistEnv) -> None:
         self.cfg, self.env = cfg, env
-        manifest = forecast_manifest(cfg.shards)
-        self.manifest_sha256 = manifest_sha256(cfg.shards)
-        self.channels = cfg.channel_names
-        self.ch_idx = [manifest["channels"].index(c) for c in self.channels]
-        mean, std = normalization(manifest, "lo", self.channels)
-        self.norm = Normalizer(np.asarray(mean, np.float32), np.asarray(std, np.float32))
-        self.normalization = {"mean": [float(x) for x in mean], "std": [float(x) for x in std]}
-        self.seq_shape = tuple(int(n) for n in manifest["shapes"]["seq"])
-        fc = manifest["provenance"]["forecast"]
-        self.dt_orbits = float(fc["dt_orbits"])
+        self.data = data = WindowData(cfg, env)
+        self.manifest_sha256 = data.manifest_sha256
+        self.channels = data.channels
+        self.norm = data.norm
+        self.normalization = data.normalization
+        self.seq_shape = data.seq_shape
+        self.dt_orbits = data.dt_orbits
         k, _, h, w = self.seq_shape
         m, lo = cfg.model, cfg.loss
         need = min_window(m.history, lo.rollout_steps)
@@ -93,33 +74,15 @@ class ForecastTask:
                 f"config key 'model.modes': {m.modes} Fourier modes do not fit the {h}x{w} grid"
             )
         self.grid = (h, w)
-        self.train_urls = shard_list(cfg.shards, manifest, "train")
         self.overfit = bool(cfg.data.overfit)
         self.notes = [
             f"windows of {k} snapshots {self.dt_orbits} orbits apart on {h}x{w}; history "
             f"{m.history}, {k - m.history} one-step target(s) per window, rollout loss over "
-            f"{lo.rollout_steps} step(s)"
+            f"{lo.rollout_steps} step(s)",
+            *data.notes,
         ]
-        d = cfg.data
-        self.val_keys: list[str] = []
-        self.val_seq: Tensor | None = None
-        if d.val_samples > 0 and manifest["splits"].get(d.val_split, {}).get("samples", 0) > 0:
-            urls = shard_list(cfg.shards, manifest, d.val_split)
-            keys, arrays, _ = read_samples(urls, d.val_samples, "seq.npy", self.seq_shape)
-            self.val_keys = keys
-            self.val_seq = torch.from_numpy(np.stack([self._norm(a) for a in arrays]))
-        self.overfit_batch: Tensor | None = None
-        if self.overfit:
-            keys, arrays, metas = read_samples(self.train_urls, 1, "seq.npy", self.seq_shape)
-            if not keys:
-                raise ShardError(f"{cfg.shards}: the train split has no window (data.overfit)")
-            one = torch.from_numpy(self._norm(arrays[0]))
-            self.overfit_batch = one[None].repeat(d.micro_batch, 1, 1, 1, 1)
-            self.notes.append(f"overfit mode: one window {keys[0]} ({metas[0].get('sim')})")
-
-    def _norm(self, a: np.ndarray) -> np.ndarray:
-        """Stored ``(K, 8, h, w)`` -> normalized forecast channels ``(K, C, h, w)``."""
-        return self.norm.normalize_np(a[:, self.ch_idx])
+        self.val_keys = data.val_keys
+        self.val_seq = data.val_seq
 
     def _dt(self, b: int, device: torch.device) -> Tensor:
         return torch.full((b,), self.dt_orbits, dtype=torch.float32, device=device)
@@ -142,59 +105,15 @@ class ForecastTask:
         return ForecastFNO(self.cfg.model)
 
     def batches(self, segment: int) -> Iterator[dict[str, Any]]:
-        """The rank's window stream restarted at step ``segment`` (or the fixed overfit batch)."""
-        if self.overfit_batch is not None:
-            batch = {"x": self.overfit_batch}
-            while True:
-                yield batch
-        d = self.cfg.data
-        stream = ShardStream(
-            self.train_urls,
-            "seq.npy",
-            self.seq_shape,
-            self.ch_idx,
-            self.norm,
-            d.micro_batch,
-            seed=self.cfg.seed,
-            rank=self.env.rank,
-            segment=segment,
-            shuffle_buffer=d.shuffle_buffer,
-        )
-        yield from make_loader(stream, d.workers, d.prefetch)
-
-    def augment(self, seq: Tensor, gen: torch.Generator) -> Tensor:
-        """Keyed augmentation of windows ``(B, K, C, h, w)``: a periodic roll by whole cells and
-        one symmetry element per window, the same for every frame (both map solutions of the
-        equations to solutions). Draws from ``gen`` in a fixed order: rolls, then elements."""
-        d = self.cfg.data
-        b, _, _, h, w = seq.shape
-        if d.roll:
-            shifts = torch.stack(
-                [
-                    torch.randint(0, h, (b,), generator=gen),
-                    torch.randint(0, w, (b,), generator=gen),
-                ],
-                dim=1,
-            )
-            seq = torch.stack(
-                [
-                    torch.roll(seq[i], (int(sy), int(sx)), (-2, -1))
-                    for i, (sy, sx) in enumerate(shifts)
-                ]
-            )
-        if d.augment == "symmetry":
-            elems = symmetry.draw(b, gen)
-            seq = torch.stack(
-                [symmetry.apply(seq[i], int(e), self.channels) for i, e in enumerate(elems)]
-            )
-        return seq
+        """The rank's window stream (:meth:`~mhdsr.forecast.data.WindowData.batches`)."""
+        return self.data.batches(segment)
 
     def loss(
         self, model: Any, x: Tensor, gen: torch.Generator
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """:func:`~mhdsr.forecast.loss.forecast_loss` of the augmented windows ``x``; no flow
         time (the third entry is ``None``)."""
-        loss, per, _ = self._loss(model, self.augment(x, gen))
+        loss, per, _ = self._loss(model, self.data.augment(x, gen))
         return loss, per, None
 
     @torch.no_grad()
@@ -294,9 +213,19 @@ class _Persistence(nn.Module):
         return states[:, -1]
 
 
-def train(cfg: ForecastTrainConfig) -> dict[str, Any]:
-    """Train (or resume) the forecast model of ``cfg``; returns the run summary
+def task_class(cfg: Any) -> type:
+    """The task that trains ``cfg``: :class:`ForecastTask` (the operator) or
+    :class:`~mhdsr.forecast.flow.FlowForecastTask` (``forecaster: flow``)."""
+    if getattr(cfg, "forecaster", "operator") == "flow":
+        from mhdsr.forecast.flow import FlowForecastTask
+
+        return FlowForecastTask
+    return ForecastTask
+
+
+def train(cfg: Any) -> dict[str, Any]:
+    """Train (or resume) the forecaster of ``cfg`` (either kind); returns the run summary
     (the entry point of ``mhdsr forecast train`` and ``mhdsr launch forecast``)."""
     from mhdsr.runtime.loop import fit
 
-    return fit(cfg, ForecastTask)
+    return fit(cfg, task_class(cfg))

@@ -110,15 +110,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_status)
 
 
-def _target_schema(kind: str) -> type:
+def _target_schema(kind: str, args: argparse.Namespace | None = None) -> type:
     if kind == "train":
         from mhdsr.train.config import TrainConfig
 
         return TrainConfig
-    if kind == "forecast":
-        from mhdsr.forecast.config import ForecastTrainConfig
+    if kind == "forecast":  # the operator or the generative forecaster: the file says which
+        from mhdsr.forecast.config import train_schema_of
 
-        return ForecastTrainConfig
+        return train_schema_of(args)
     from mhdsr.sample.config import SampleConfig
 
     return SampleConfig
@@ -132,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     from mhdsr.launch import submit as launcher
     from mhdsr.launch.config import executor_parameters, load_launch_config, split_overrides
 
-    schema = _target_schema(args.kind)
+    schema = _target_schema(args.kind, args)
     target_over, launch_over = split_overrides(args.overrides, schema, args.kind)
     launch = load_launch_config(args.launch, launch_over)
     cfg = load_config(schema, args.config, target_over)
@@ -145,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
         if not launch.job_name:
             launch.job_name = "mhdsr-forecast"
     if args.dry_run:
-        task_cls = factory.task_class() if factory is not None else None
+        task_cls = factory.task_class(cfg) if factory is not None else None
         pre = launcher.preflight(
             "train" if trains else "sample", cfg, launch, force=args.force, task_cls=task_cls
         )

@@ -50,7 +50,7 @@ class TrainJob(Checkpointable):
         self.train_config = train_config
 
     @staticmethod
-    def task_class() -> type:
+    def task_class(cfg: Any = None) -> type:
         """The task the job trains (built at submission too, to check the data first)."""
         from mhdsr.train.task import SRTask
 
@@ -88,11 +88,12 @@ class ForecastTrainJob(TrainJob):
     """
 
     @staticmethod
-    def task_class() -> type:
-        """The task the job trains (built at submission too, to check the data first)."""
-        from mhdsr.forecast.task import ForecastTask
+    def task_class(cfg: Any = None) -> type:
+        """The task the job trains (built at submission too, to check the data first): the
+        operator's or the generative forecaster's, by ``cfg.forecaster``."""
+        from mhdsr.forecast.task import task_class
 
-        return ForecastTask
+        return task_class(cfg)
 
     def __call__(self) -> dict[str, Any]:
         """Train (or resume) the forecast model to ``max_steps``; returns the run summary."""
@@ -104,10 +105,11 @@ class ForecastTrainJob(TrainJob):
             f"master {dist.master_addr}:{dist.master_port}"
         )
         from mhdsr.config import from_dict
-        from mhdsr.forecast.config import ForecastTrainConfig
+        from mhdsr.forecast.config import train_schema
         from mhdsr.forecast.task import train
 
-        return train(from_dict(ForecastTrainConfig, self.train_config))
+        schema = train_schema(self.train_config.get("forecaster"))
+        return train(from_dict(schema, self.train_config))
 
     def checkpoint(self) -> DelayedSubmission:
         """A fresh job (no state carried over): the restart resumes from the newest checkpoint."""

@@ -464,7 +464,7 @@ def submit_train(
     Raises:
         ConfigError, LaunchError, MhdsrError: see :func:`preflight` and :func:`make_executor`.
     """
-    task_cls = getattr(job_factory, "task_class", TrainJob.task_class)()
+    task_cls = getattr(job_factory, "task_class", TrainJob.task_class)(cfg)
     pre = preflight("train", cfg, launch, force=force, task_cls=task_cls)
     cfg, job_dir = pre.cfg, pre.job_dir
     ex = make_executor(

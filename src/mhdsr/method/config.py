@@ -9,10 +9,11 @@ it meant when it was written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from mhdsr.config import require
+from mhdsr.errors import ConfigError
 
 #: Interpolations of ``u = Up(lo)`` (periodic, cell-centred; mhdsr.method.grid.upsample).
 UpsampleMode = Literal["bilinear", "bicubic", "spline"]
@@ -122,3 +123,35 @@ ORIGINAL_RECIPE: dict[str, object] = {
 def original_recipe(**changes: object) -> MethodConfig:
     """A :class:`MethodConfig` of :data:`ORIGINAL_RECIPE` with ``changes`` applied."""
     return MethodConfig(**{**ORIGINAL_RECIPE, **changes})  # type: ignore[arg-type]
+
+
+@dataclass
+class SamplerConfig:
+    """ODE/SDE sampler (:mod:`mhdsr.method.samplers`) as every sampling command configures it
+    (``mhdsr sample``, ``mhdsr forecast rollout``); t range and sigma come from the export."""
+
+    #: a registered sampler: heun | euler (ODE) | euler_maruyama (SDE) | ...
+    name: str = "heun"
+    #: steps; network evaluations per sample = the sampler's NFE per step x steps
+    steps: int = 10
+    #: time grid
+    grid: GridKind = "linear"
+    #: EDM grid exponent (grid=edm only)
+    rho: float = 7.0
+    #: sampler keywords (euler_maruyama: delta, delta_schedule, max_churn)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raises ConfigError naming ``sampler.<key>`` (unknown name or option)."""
+        from mhdsr.method.samplers import SAMPLERS
+
+        spec = SAMPLERS.get(self.name)
+        require(spec is not None, "sampler.name", " | ".join(SAMPLERS), self.name)
+        require(self.steps >= 1, "sampler.steps", "an integer >= 1", self.steps)
+        require(self.rho > 0, "sampler.rho", "> 0", self.rho)
+        unknown = sorted(set(self.options) - spec.options)
+        if unknown:
+            raise ConfigError(
+                f"config key 'sampler.options': sampler {self.name!r} takes no option(s) {unknown}; "
+                f"it takes {sorted(spec.options) or 'none'}"
+            )

@@ -454,10 +454,43 @@ class Formulation:
             hi, crop=crop, roll=roll, upsample_mode=m.upsample, generator=gen, augment=augment,
             with_lo=True,
         )  # fmt: skip
-        device = hi.device
-        eps = source_noise(hi.shape, gen, device)
+        return self.pair_loss(model, hi, u, self.lo_stats(lo), gen)
+
+    def pair_loss(
+        self,
+        model: VelocityModel,
+        field: Tensor,
+        u: Tensor,
+        stats: Stats,
+        gen: torch.Generator,
+        extra: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The flow-matching loss of one task-made pair: what every task's training shares.
+
+        The task decides what the pair is (super-resolution: ``u = Up(lo)``, ``field = hi``;
+        forecasting: ``u`` = the source mean of ``x(t + dt)``, ``field = x(t + dt)``, both on
+        the lo grid, ``stats`` the level of ``x(t)``); this draws ``eps ~ N(0, I)`` of
+        ``field``'s shape (:func:`source_noise`) and then ``t`` (``method.t_dist``) from
+        ``gen``, in that order, and regresses the conditional velocity from the source to
+        :meth:`target`.
+
+        Args:
+            model: ``model(x_t, t, cond) -> v``.
+            field: ``(B, C, H, W)`` normalized target fields.
+            u: ``(B, C, H, W)`` source mean of the task (normalized units).
+            stats: ``(m, a)`` level (:func:`level_stats`).
+            gen: CPU generator.
+            extra: ``(B, C', H, W)`` further conditioning in the network's units, appended to
+                ``u'`` on the channel axis (None = ``u'`` alone).
+
+        Returns:
+            ``(loss, per_sample, t)`` as :meth:`loss`.
+        """
+        m = self.method
+        device = field.device
+        eps = source_noise(field.shape, gen, device)
         t = sample_time(
-            hi.shape[0],
+            field.shape[0],
             kind=m.t_dist,
             t_min=m.t_min,
             t_max=m.t_max,
@@ -465,10 +498,12 @@ class Formulation:
             logit_std=m.logit_std,
             generator=gen,
         ).to(device)
-        stats = self.lo_stats(lo)
-        x1 = self.target(hi, u, stats)
+        x1 = self.target(field, u, stats)
+        cond = self.cond(u, stats)
+        if extra is not None:
+            cond = torch.cat([cond, extra.to(cond.dtype)], dim=1)
         loss, per = flow_matching_loss(
-            model, x1, self.cond(u, stats), eps, t, sigma=m.sigma, loss_scale=m.loss_scale,
+            model, x1, cond, eps, t, sigma=m.sigma, loss_scale=m.loss_scale,
             base=self.source_mean(u, stats),
         )  # fmt: skip
         return loss, per, t
@@ -501,12 +536,48 @@ class Formulation:
             the ``derive_jz`` step needs physical units and is :func:`derive_current`'s, by
             the caller).
         """
+        u = self.up(lo_n) if u is None else u
+        return self.sample_pair(
+            sampler, net, u, self.lo_stats(lo_n), noise, n_steps=n_steps, grid=grid, rho=rho,
+            options=options, lo_n=lo_n,
+        )  # fmt: skip
+
+    def sample_pair(
+        self,
+        sampler: str,
+        net: VelocityModel,
+        u: Tensor,
+        stats: Stats,
+        noise: NoiseSource,
+        *,
+        n_steps: int,
+        grid: str = "linear",
+        rho: float = 7.0,
+        options: dict[str, Any] | None = None,
+        extra: Tensor | None = None,
+        lo_n: Tensor | None = None,
+    ) -> Tensor:
+        """Samples of normalized fields given a task-made source mean ``u`` and level
+        ``stats`` (the sampling twin of :meth:`pair_loss`; :meth:`sample` is super-resolution's
+        use of it).
+
+        Args:
+            sampler, net, noise, n_steps, grid, rho, options: as :meth:`sample`.
+            u: ``(B, C, H, W)`` source mean (normalized units).
+            stats: ``(m, a)`` level (:func:`level_stats`).
+            extra: further conditioning appended to ``u'`` (as in :meth:`pair_loss`).
+            lo_n: lo fields to project the samples onto (``method.project``; None = no
+                projection).
+
+        Returns:
+            ``(B, C, H, W)`` decoded normalized samples.
+        """
         from mhdsr.method.samplers import sample
 
         m = self.method
-        u = self.up(lo_n) if u is None else u
-        stats = self.lo_stats(lo_n)
         cond = self.cond(u, stats)
+        if extra is not None:
+            cond = torch.cat([cond, extra.to(cond.dtype)], dim=1)
         base = self.source_mean(u, stats)
 
         def model(x: Tensor, t: Tensor, _base: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ from mhdsr.errors import ConfigError
 class ModelConfig:
     """Hyper-parameters of the UNet velocity network ``v_theta(x_t, t, u)``.
 
-    The network sees ``concat(x_t, u)`` (``2 * channels`` input channels) and returns a velocity
+    The network sees ``concat(x_t, u)`` (``channels + cond_width`` input channels) and returns a velocity
     with ``channels`` channels. Level ``l`` has ``width * mults[l]`` channels and runs at
     ``1 / 2**l`` of the input resolution, so H and W must be divisible by ``2**(len(mults) - 1)``.
     """
@@ -45,6 +45,14 @@ class ModelConfig:
     time_emb_mult: int = 4
     #: recompute residual/attention blocks in backward (memory)
     grad_checkpointing: bool = False
+    #: channels of the conditioning ``u`` (0 = ``channels``: super-resolution's ``Up(lo)``);
+    #: the generative forecast with an operator source sees ``2 * channels``
+    cond_channels: int = 0
+
+    @property
+    def cond_width(self) -> int:
+        """Channels of ``u`` the network takes: ``cond_channels`` or ``channels``."""
+        return self.cond_channels or self.channels
 
     @property
     def num_levels(self) -> int:
@@ -83,6 +91,10 @@ class ModelConfig:
             self.blocks_per_level,
         )
         require(self.groups >= 1, "model.groups", "an integer >= 1", self.groups)
+        require(
+            self.cond_channels >= 0, "model.cond_channels", "0 or an integer >= 1",
+            self.cond_channels,
+        )  # fmt: skip
         for ch in self.level_channels():
             require(
                 ch % self.groups == 0,

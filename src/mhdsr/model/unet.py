@@ -73,7 +73,7 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(
             nn.Linear(w, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim), nn.SiLU()
         )
-        self.conv_in = conv3x3(2 * c, w)
+        self.conv_in = conv3x3(c + cfg.cond_width, w)
 
         # Encoder; `skips` records the channel count of every activation pushed as a skip.
         skips = [w]
@@ -120,8 +120,11 @@ class UNet(nn.Module):
         c, m = self.cfg.channels, self.cfg.size_multiple
         if x.ndim != 4 or x.shape[1] != c:
             raise ValueError(f"x must have shape (B, {c}, H, W), got {tuple(x.shape)}")
-        if u.shape != x.shape:
-            raise ValueError(f"u must have the shape of x {tuple(x.shape)}, got {tuple(u.shape)}")
+        want = (x.shape[0], self.cfg.cond_width, *x.shape[2:])
+        if tuple(u.shape) != want:
+            raise ValueError(
+                f"u must have the shape {want} (B, cond_width, H, W), got {tuple(u.shape)}"
+            )
         if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != x.shape[0]):
             raise ValueError(f"t must have shape ({x.shape[0]},) or (), got {tuple(t.shape)}")
         h, w = x.shape[-2:]
@@ -137,7 +140,9 @@ class UNet(nn.Module):
         Args:
             x: ``(B, C, H, W)`` the state ``x_t`` (normalized channels), any float dtype.
             t: ``(B,)`` flow times in [0, 1] (a 0-d tensor is broadcast over the batch).
-            u: ``(B, C, H, W)`` the conditioning field Up(lo) on the same grid.
+            u: ``(B, C_u, H, W)`` the conditioning on the same grid, ``C_u = cfg.cond_width``
+                (super-resolution: ``Up(lo)``, ``C_u = C``; the generative forecast with an
+                operator source: the operator's mean and ``x(t)``, ``C_u = 2 C``).
 
         Returns:
             ``(B, C, H, W)`` velocity, in the dtype of the parameters (``conv_in.weight``).

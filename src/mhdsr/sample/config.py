@@ -15,11 +15,10 @@ repository root).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from mhdsr.config import require
-from mhdsr.errors import ConfigError
-from mhdsr.method.config import GridKind
+from mhdsr.method.config import SamplerConfig
 
 #: Where the lo fields come from (forecast: every lead of ``mhdsr forecast rollout`` files).
 InputKind = Literal["shards", "runs", "forecast"]
@@ -80,37 +79,6 @@ class InputsConfig:
                 "inputs.runs",
                 f"a non-empty list of run-folder globs (inputs.kind={self.kind})",
                 self.runs,
-            )
-
-
-@dataclass
-class SamplerConfig:
-    """ODE/SDE sampler (:mod:`mhdsr.method.samplers`); t range and sigma come from the export."""
-
-    #: a registered sampler: heun | euler (ODE) | euler_maruyama (SDE) | ...
-    name: str = "heun"
-    #: steps; network evaluations per sample = the sampler's NFE per step x steps
-    steps: int = 10
-    #: time grid
-    grid: GridKind = "linear"
-    #: EDM grid exponent (grid=edm only)
-    rho: float = 7.0
-    #: sampler keywords (euler_maruyama: delta, delta_schedule, max_churn)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        """Raises ConfigError naming ``sampler.<key>`` (unknown name or option)."""
-        from mhdsr.method.samplers import SAMPLERS
-
-        spec = SAMPLERS.get(self.name)
-        require(spec is not None, "sampler.name", " | ".join(SAMPLERS), self.name)
-        require(self.steps >= 1, "sampler.steps", "an integer >= 1", self.steps)
-        require(self.rho > 0, "sampler.rho", "> 0", self.rho)
-        unknown = sorted(set(self.options) - spec.options)
-        if unknown:
-            raise ConfigError(
-                f"config key 'sampler.options': sampler {self.name!r} takes no option(s) {unknown}; "
-                f"it takes {sorted(spec.options) or 'none'}"
             )
 
 
