@@ -71,7 +71,10 @@ def _shards(tmp: Path) -> Path:
 
     out, data = tmp / "shards", REPO / "data" / "athenak"
     cfg = str(REPO / "configs" / "shard" / "demo.yaml")
-    runs = [f"hi_runs=[{data}/mri256_nu3e-5/seed_*]", f"lo_runs=[{data}/mri128_nu3e-5/seed_*]"]
+    runs = [
+        f"hi_runs=[{data}/mri256_nu3e-5/seed_*]",
+        f'lo_runs=["{data}/mri128_nu3e-5/seed_000[23]"]',
+    ]
     if main(["shard", "build", "--config", cfg, *runs, f"output_dir={out}", "progress=false"]):
         raise RuntimeError("building the demo shards failed")
     return out

@@ -38,7 +38,7 @@ from mhdsr.shard_builder.plan import make_plan
 def _config(root: Path, out: Path, workers: int) -> ShardBuildConfig:
     cfg = ShardBuildConfig(
         hi_runs=[str(root / "mri256*" / "seed_*")],
-        lo_runs=[str(root / "mri128*" / "seed_*")],
+        lo_runs=[str(root / "mri128*" / "seed_000[0-4]")],  # not 5, 6 (0.1-orbit forecast runs)
         output_dir=str(out),
         workers=workers,
         progress=False,

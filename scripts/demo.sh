@@ -27,7 +27,7 @@ OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --nproc_per_node=2 --master_por
     -m mhdsr train --config configs/train/cpu-small.yaml
 
 stage "3/4 bulk inference: ODE (Heun) and SDE (Euler-Maruyama), test split and held-out native 128^2 seeds"
-HELDOUT=(inputs.kind=runs "inputs.runs=[data/athenak/mri128_nu3e-5/seed_*]" inputs.snap_start=6 inputs.snap_end=12 inputs.stride=3)
+HELDOUT=(inputs.kind=runs 'inputs.runs=["data/athenak/mri128_nu3e-5/seed_000[23]"]' inputs.snap_start=6 inputs.snap_end=12 inputs.stride=3)
 SDE=(sampler.name=euler_maruyama sampler.steps=8)
 run sample --config configs/sample/demo.yaml output_dir=runs/demo/samples/ode-test  # (the config's default)
 run sample --config configs/sample/demo.yaml "${SDE[@]}" output_dir=runs/demo/samples/sde-test

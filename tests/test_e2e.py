@@ -54,7 +54,7 @@ def test_shard_train_sample_eval(demo_shards, tmp_path, capsys):
     )
     held = [
         "inputs.kind=runs",
-        f"inputs.runs=[{REPO}/data/athenak/mri128_nu3e-5/seed_*]",
+        f'inputs.runs=["{REPO}/data/athenak/mri128_nu3e-5/seed_000[23]"]',
         "inputs.snap_start=12",
         "inputs.snap_end=12",
     ]

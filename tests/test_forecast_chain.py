@@ -34,7 +34,8 @@ def test_forecast_then_super_resolve(tmp_path, demo_shards, monkeypatch):
     monkeypatch.chdir(REPO)
     win = tmp_path / "windows"
     assert main(["shard", "build", "--config", "configs/shard/forecast-demo.yaml", f"output_dir={win}",
-                 "hi_runs=[]", f"lo_runs=[{LO / 'seed_0002'}]", "progress=false"]) == 0  # fmt: skip
+                 "hi_runs=[]", f"lo_runs=[{LO / 'seed_0002'}]", "forecast.lo_seeds.train=[2]",
+                 "forecast.length=4", "forecast.dt_orbits=0.5", "progress=false"]) == 0  # fmt: skip
     fc_run = tmp_path / "fc"
     run_forecast(win, fc_run, "max_steps=2", "model.modes=9", "data.val_samples=0")
     out = tmp_path / "outputs"

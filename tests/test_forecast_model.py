@@ -140,7 +140,8 @@ def test_shipped_forecast_configs_validate(repo) -> None:
     assert train.model.history == 2 and train.loss.rollout_steps == 2
     assert load_config(RolloutConfig, repo / "configs/forecast/rollout-demo.yaml").steps == 8
     shard = load_config(ShardBuildConfig, repo / "configs/shard/forecast-demo.yaml")
-    assert shard.task == "forecast" and shard.forecast.length == 4
+    assert shard.task == "forecast" and shard.forecast.length == 2
+    assert shard.forecast.dt_orbits == 0.1 and not shard.hi_runs
     chain = load_config(SampleConfig, repo / "configs/sample/forecast-chain.yaml")
     assert chain.inputs.kind == "forecast"
     assert (

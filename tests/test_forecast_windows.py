@@ -217,21 +217,21 @@ def demo_windows(tmp_path_factory, repo):
 
 def test_bundled_forecast_demo_windows(demo_windows) -> None:
     res, m, out = demo_windows
-    # 128^2 seed 2: files 6-20 -> 12 windows; 256^2 seed 0: 12..24 even -> 4; seed 4: 14..20 even
-    # -> 1; 128^2 seed 3: files 6-18 -> 10
-    assert res["samples"] == {"train": 16, "val": 1, "test": 0, "heldout": 10}
-    assert m["shapes"]["seq"] == [4, 8, 128, 128]
+    # 128^2 seed 5: files 25-55 (0.1 orbit) -> 30 pairs; seed 6: files 30-68 -> 38 (heldout)
+    assert res["samples"] == {"train": 30, "val": 0, "test": 0, "heldout": 38}
+    assert m["shapes"]["seq"] == [2, 8, 128, 128]
     w = m["provenance"]["windows"]
-    assert w["mri256_nu3e-5/seed_0000"]["chains"] == [[12, 14, 16, 18, 20, 22, 24]]
-    assert w["mri256_nu3e-5/seed_0004"]["chains"] == [[14, 16, 18, 20]]
-    assert w["mri128_nu3e-5/seed_0003"]["split"] == "heldout"
+    assert w["mri128_nu3e-5/seed_0005"]["chains"] == [list(range(25, 56))]
+    assert w["mri128_nu3e-5/seed_0006"]["chains"] == [list(range(30, 69))]
+    assert w["mri128_nu3e-5/seed_0006"]["split"] == "heldout"
     assert verify(out)["ok"]
     (key, meta), *_ = [
-        (k, json.loads(s["json"])) for k, s in samples(Path(shard_paths(out, m, "val")[0])).items()
+        (k, json.loads(s["json"]))
+        for k, s in samples(Path(shard_paths(out, m, "train")[0])).items()
     ]
-    assert key == "s0004_n00014" and meta["source"] == "avgpool2_hi"
+    assert key.startswith("s0005_n000") and meta["source"] == "native_lo"
     gaps = np.diff(meta["times"]) / ORBIT
-    assert np.all(np.abs(gaps - 0.5) < 1e-3)
+    assert np.all(np.abs(gaps - 0.1) < 1e-3)
 
 
 def test_bundled_mixed_cadence_seed_is_refused(tmp_path: Path) -> None:
@@ -242,6 +242,7 @@ def test_bundled_mixed_cadence_seed_is_refused(tmp_path: Path) -> None:
 
 def test_tar_members_are_seq_and_json(demo_windows) -> None:
     _, m, out = demo_windows
-    members = read_tar(Path(shard_paths(out, m, "val")[0]))
-    assert [ext for _, ext, _ in members] == ["json", "seq.npy"]
+    members = read_tar(Path(shard_paths(out, m, "train")[0]))
+    exts = [ext for _, ext, _ in members]
+    assert exts == ["json", "seq.npy"] * (len(exts) // 2) and exts
     assert LO.is_dir()  # the bundled data the config names

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Bulk inference: one HDF5 file per input sim, ensemble members in physical "
         "units. Rerunning skips complete files; under torchrun/srun ranks split the sims. "
         "Common overrides: checkpoint=PATH shards=PATH output_dir=PATH inputs.kind=runs "
-        "'inputs.runs=[data/athenak/mri128_nu3e-5/seed_*]' sampler.name=euler_maruyama "
+        "'inputs.runs=[\"data/athenak/mri128_nu3e-5/seed_000[23]\"]' sampler.name=euler_maruyama "
         "sampler.steps=N ensemble=N batch_size=N.",
         example="checkpoint=runs/demo/train output_dir=PATH sampler.steps=8 ensemble=4",
         schema="mhdsr.sample.config:SampleConfig",

@@ -49,6 +49,10 @@ class InputsConfig:
     forecasts: list[str] = field(default_factory=list)
     #: kind=forecast: super-resolve leads 1 .. max_lead (0 = every lead of the files)
     max_lead: int = 0
+    #: kind=forecast, rollout files with a ``members`` dataset (ensemble rollouts of the
+    #: generative forecaster): super-resolve members 0 .. max_members - 1 (0 = every member);
+    #: files without ``members`` have one input per lead (their ``forecast``) whatever this is
+    max_members: int = 0
 
     def validate(self) -> None:
         """Raises ConfigError naming ``inputs.<key>``."""
@@ -64,6 +68,14 @@ class InputsConfig:
                 (self.snap_start, self.snap_end),
             )
         require(self.max_lead >= 0, "inputs.max_lead", "an integer >= 0", self.max_lead)
+        require(
+            isinstance(self.max_members, int)
+            and not isinstance(self.max_members, bool)
+            and self.max_members >= 0,
+            "inputs.max_members",
+            "an integer >= 0 (0 = every ensemble member of the rollout files)",
+            self.max_members,
+        )
         if self.kind == "shards":
             require(bool(self.split), "inputs.split", "a shard split name", self.split)
         elif self.kind == "forecast":

@@ -15,6 +15,11 @@ Two sources (``inputs.kind``), both grouped by sim (one output file per sim):
   input, ``lo`` = ``forecast[i, k]`` (``lo_kind = "forecast"``), in the file's order (initial
   state major). Its noise is keyed by ``(initial snapshot, lead)`` instead of the snapshot, the
   output file gains ``init_index`` and ``lead`` datasets and the rollout file's name and sha256.
+  An ensemble rollout (a ``members`` dataset ``(N, E, L, C, h, w)``, ``forecast`` its mean) gives
+  one input per ``(i, member e, k)`` instead (initial state major, then member, then lead),
+  ``lo`` = ``members[i, e, k]``, noise keyed by ``(initial snapshot, lead, member)`` (members get
+  independent super-resolution noise) and a ``member`` dataset; ``inputs.max_members`` keeps
+  the first members.
 
 The sim name is ``"<resolution folder>/<run folder>"`` (e.g. ``"mri128_nu3e-5/seed_0002"``),
 the same as the shard builder's ``json.sim``; the sim seed is the deck's ``problem/rseed`` (else
@@ -57,8 +62,11 @@ class Snap:
         key: shard sample key ``s{seed:04d}_n{snapshot:05d}`` (shards only, else ``None``).
         member: where the ``lo.npy``/``hi.npy`` member lies, with its checksum (shards).
         noise: the words of the noise key that replace ``(snapshot,)`` (forecast inputs:
-            ``(initial snapshot, lead)``); ``None`` = the snapshot.
+            ``(initial snapshot, lead)``, ensemble rollouts ``(initial snapshot, lead,
+            member)``); ``None`` = the snapshot.
         index: forecast inputs: ``(initial state, lead index)`` in the rollout file.
+        ens_member: ensemble rollouts: the member ``e`` (input ``members[i, e, k]``); ``None``:
+            the input is ``forecast[i, k]``.
     """
 
     snapshot: int
@@ -68,6 +76,7 @@ class Snap:
     member: MemberRef | None = None
     noise: tuple[int, ...] | None = None
     index: tuple[int, int] | None = None
+    ens_member: int | None = None
 
     @property
     def noise_key(self) -> tuple[int, ...]:
@@ -92,7 +101,8 @@ class SimInput:
         forecast_file: the rollout file (``forecast`` only).
         extra_attrs: attributes (and settings) the output file adds (``forecast``: kind,
             forecast_file, forecast_sha256, dt_orbits).
-        datasets: extra ``(T,)`` datasets of the output file (``forecast``: init_index, lead).
+        datasets: extra ``(T,)`` datasets of the output file (``forecast``: init_index, lead;
+            ensemble rollouts also member).
     """
 
     name: str
@@ -130,7 +140,11 @@ class SimInput:
             assert s.index is not None and self.forecast_file is not None
             idx = [self.stored_channels.index(c) for c in channels]
             with h5py.File(self.forecast_file, "r") as f:
-                arr = np.asarray(f[H.FORECAST][s.index[0], s.index[1]], dtype=np.float32)[idx]
+                if s.ens_member is None:
+                    src = f[H.FORECAST][s.index[0], s.index[1]]
+                else:
+                    src = f[H.MEMBERS][s.index[0], s.ens_member, s.index[1]]
+                arr = np.asarray(src, dtype=np.float32)[idx]
             return np.ascontiguousarray(arr), s.time, s.cycle
         if self.source == "runs":
             if self._run is None:
@@ -346,14 +360,48 @@ def _forecast_files(patterns: list[str]) -> list[Path]:
     return [out[k] for k in sorted(out)]
 
 
+def _members_shape(f: Any, path: Path, shape: tuple[int, ...]) -> int | None:
+    """The ensemble size E of the ``members`` dataset of rollout file ``f`` (``None``: none).
+
+    Raises:
+        ConfigError: ``members`` is not ``(N, E, L, C, h, w)`` with ``forecast``'s ``(N, L, C,
+            h, w)`` and ``E >= 1``, or E disagrees with the ``ensemble`` attribute (names the
+            file).
+    """
+    if H.MEMBERS not in f:
+        return None
+    ms = tuple(int(n) for n in f[H.MEMBERS].shape)
+    want = f"(N, E, L, C, h, w) = ({shape[0]}, E, {', '.join(str(n) for n in shape[1:])})"
+    if len(ms) != 6 or ms[0] != shape[0] or ms[2:] != shape[1:] or ms[1] < 1:
+        raise ConfigError(
+            f"config key 'inputs.forecasts': {path}: dataset {H.MEMBERS!r} has shape {ms}, "
+            f"expected {want} to match {H.FORECAST!r} {shape}"
+        )
+    ens = f.attrs.get(H.ENSEMBLE)
+    if ens is not None and int(ens) != ms[1]:
+        raise ConfigError(
+            f"config key 'inputs.forecasts': {path}: dataset {H.MEMBERS!r} has {ms[1]} member(s) "
+            f"but attribute {H.ENSEMBLE!r} = {int(ens)}"
+        )
+    return ms[1]
+
+
 def index_forecasts(cfg: SampleConfig) -> list[SimInput]:
     """One sim per rollout file of ``cfg.inputs.forecasts``: every initial state ``i`` and lead
     ``k <= max_lead`` is one input (snapshot = the truth snapshot at ``t0 + k dt``, -1 where the
     run has none; time = ``t0 + k dt``).
 
+    A file with a ``members`` dataset ``(N, E, L, C, h, w)`` (an ensemble rollout) gives one
+    input per ``(i, e, k)`` for members ``e < max_members`` (0: all), in the order ``i`` major,
+    then ``e``, then ``k``: input ``members[i, e, k]``, noise words ``(initial snapshot, k + 1,
+    e)`` and the output dataset ``member`` ``(T,)`` int64. Without ``members`` the inputs, noise
+    words ``(initial snapshot, k + 1)`` and datasets are exactly those of a deterministic
+    rollout.
+
     Raises:
-        ConfigError: a file is not a complete rollout file, holds non-finite forecasts, or two
-            files share a sim name.
+        ConfigError: a file is not a complete rollout file, holds non-finite forecasts, has a
+            ``members`` dataset whose shape disagrees with ``forecast`` or the ``ensemble``
+            attribute, or two files share a sim name (names the file and the key).
     """
     import h5py
 
@@ -370,6 +418,7 @@ def index_forecasts(cfg: SampleConfig) -> list[SimInput]:
                         "`mhdsr forecast rollout`"
                     )
                 shape = tuple(int(n) for n in f[H.FORECAST].shape)
+                ens = _members_shape(f, path, shape)
                 inits = np.asarray(f[H.INIT_SNAPSHOT][()], dtype=np.int64)
                 truth = np.asarray(f[H.TRUTH_SNAPSHOT][()], dtype=np.int64)
                 times = np.asarray(f[H.TIME][()], dtype=np.float64)
@@ -389,14 +438,42 @@ def index_forecasts(cfg: SampleConfig) -> list[SimInput]:
                 f"config key 'inputs.forecasts': {path} and {sims[name].forecast_file} both hold "
                 f"sim {name}"
             )
-        snaps = [
-            Snap(
-                int(truth[i, k]), float(times[i, k]), -1, noise=(int(inits[i]), k + 1), index=(i, k)
-            )
-            for i in range(n)
-            for k in range(leads)
-        ]
+        extra: dict[str, Any] = {}
+        if ens is None:
+            snaps = [
+                Snap(
+                    int(truth[i, k]),
+                    float(times[i, k]),
+                    -1,
+                    noise=(int(inits[i]), k + 1),
+                    index=(i, k),
+                )
+                for i in range(n)
+                for k in range(leads)
+            ]
+        else:
+            used = ens if not cfg.inputs.max_members else min(ens, cfg.inputs.max_members)
+            snaps = [
+                Snap(
+                    int(truth[i, k]),
+                    float(times[i, k]),
+                    -1,
+                    noise=(int(inits[i]), k + 1, e),
+                    index=(i, k),
+                    ens_member=e,
+                )
+                for i in range(n)
+                for e in range(used)
+                for k in range(leads)
+            ]
+            extra = {"forecast_members": used, "forecast_ensemble": ens}
         channels = tuple(str(c) for c in np.atleast_1d(a["channels"]))
+        datasets = {
+            H.INIT_INDEX: np.array([s.index[0] for s in snaps], dtype=np.int64),
+            H.LEAD: np.array([s.index[1] + 1 for s in snaps], dtype=np.int64),
+        }
+        if ens is not None:
+            datasets[H.MEMBER] = np.array([s.ens_member for s in snaps], dtype=np.int64)
         sims[name] = SimInput(
             name=name,
             seed=int(a["sim_seed"]),
@@ -412,11 +489,9 @@ def index_forecasts(cfg: SampleConfig) -> list[SimInput]:
                 "forecast_sha256": sha256_file(path),
                 "dt_orbits": float(a["dt_orbits"]),
                 "forecast_lo_kind": str(a["lo_kind"]),
+                **extra,
             },
-            datasets={
-                H.INIT_INDEX: np.array([s.index[0] for s in snaps], dtype=np.int64),
-                H.LEAD: np.array([s.index[1] + 1 for s in snaps], dtype=np.int64),
-            },
+            datasets=datasets,
         )
     return [sims[k] for k in sorted(sims)]
 

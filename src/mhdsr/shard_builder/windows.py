@@ -128,8 +128,9 @@ def make_window_plan(cfg: ShardBuildConfig) -> BuildPlan:
 
     Raises:
         ConfigError: a glob matches nothing, a run is in both hi_runs and lo_runs, an explicit
-            seed (``split.seeds`` or ``forecast.lo_seeds``) matches no run, the lo resolution is
-            not half the hi resolution, ``forecast.length`` is too long.
+            seed (``split.seeds`` or ``forecast.lo_seeds``) matches no run (``split.seeds``
+            non-empty with no ``hi_runs`` at all), the lo resolution is not half the hi
+            resolution, ``forecast.length`` is too long.
         ShardError: bad input with ``on_bad=error`` (as for SR builds, plus a run without any
             evenly spaced window, naming its spacings), duplicate seed ids or window keys.
     """
@@ -139,6 +140,13 @@ def make_window_plan(cfg: ShardBuildConfig) -> BuildPlan:
             f"config key 'forecast.length': {f.length} > {MAX_LENGTH} (the window's json record "
             "must stay under 1 KiB); use shorter windows"
         )
+    if not cfg.hi_runs:
+        named = {k: list(getattr(cfg.split.seeds, k)) for k in HI_SPLITS}
+        if any(named.values()):
+            raise ConfigError(
+                f"config key 'split.seeds': {named} names hi (avgpool2) seeds but 'hi_runs' is "
+                "empty; native lo runs are split by 'forecast.lo_seeds' (set split.seeds to [])"
+            )
     bad = BadInput(cfg.on_bad)
     hi_paths = resolve_globs(list(cfg.hi_runs), "hi_runs") if cfg.hi_runs else []
     lo_paths = resolve_globs(list(cfg.lo_runs), "lo_runs") if cfg.lo_runs else []
