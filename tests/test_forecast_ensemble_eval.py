@@ -177,6 +177,10 @@ def test_fno_pairing_and_its_errors(tmp_path: Path) -> None:
     _operator(miss, "d.h5", "syn/seed_0001", init[:1], truth[:1], tsn[:1], isn[:1], fno[:1])
     with pytest.raises(ForecastEvalError, match=r"has no initial snapshot \[100\]"):
         score_rollout(p, operators=read_operator_rollouts(str(miss / "fno" / "*.h5")))
+    run = tmp_path / "run"  # same sim and snapshot numbers, other fields: another run
+    _operator(run, "e.h5", "syn/seed_0001", init + 1.0, truth, tsn, isn, fno)
+    with pytest.raises(ForecastEvalError, match=r"initial snapshot 0 differs from the FNO.*e\.h5"):
+        score_rollout(p, operators=read_operator_rollouts(str(run / "fno" / "*.h5")))
     with pytest.raises(ForecastEvalError, match="forecaster = operator"):
         read_operator_rollouts(str(p))  # an ensemble rollout is no FNO baseline
 

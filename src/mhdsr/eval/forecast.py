@@ -365,6 +365,7 @@ class OperatorRollout:
     channels: list[str]
     init_snapshots: list[int]
     forecast: np.ndarray  # (N, L, C, h, w) float32
+    init: np.ndarray | None = None  # (N, C, h, w) x(t0), checked against the paired file's
 
 
 @dataclass
@@ -485,19 +486,21 @@ def read_operator_rollouts(pattern: str) -> dict[str, OperatorRollout]:
             path=p, sim=sim, dt_orbits=float(a["dt_orbits"]),
             channels=[str(c) for c in np.atleast_1d(a["channels"])],
             init_snapshots=[int(s) for s in d[H.INIT_SNAPSHOT]], forecast=d[H.FORECAST],
+            init=d[H.INIT],
         )  # fmt: skip
     return out
 
 
 def pair_operator(path: Path, sim: str, dt_orbits: float, channels: list[str],
-                  init_snapshots: list[int],
-                  operators: dict[str, OperatorRollout]) -> tuple[OperatorRollout, list[int]]:  # fmt: skip
+                  init_snapshots: list[int], operators: dict[str, OperatorRollout],
+                  init: np.ndarray | None = None) -> tuple[OperatorRollout, list[int]]:  # fmt: skip
     """The FNO rollout of the same sim, cadence and channels as the rollout file ``path``, and
     for each of its initial states the index of the same initial snapshot in it.
 
     Raises:
         ForecastEvalError: naming ``path`` (and the FNO file): no FNO rollout of ``sim``, a
-            different ``dt_orbits`` or channels, or an initial snapshot it lacks.
+            different ``dt_orbits`` or channels, an initial snapshot it lacks, or (with
+            ``init`` ``(N, C, h, w)``) an initial state that differs from its (another run).
     """
     op = operators.get(sim)
     if op is None:
@@ -515,7 +518,18 @@ def pair_operator(path: Path, sim: str, dt_orbits: float, channels: list[str],
     if missing:
         raise ForecastEvalError(f"{path}: the FNO rollout {op.path} has no initial snapshot "
                                 f"{missing} (it has {op.init_snapshots})")  # fmt: skip
-    return op, [op.init_snapshots.index(s) for s in init_snapshots]
+    idx = [op.init_snapshots.index(s) for s in init_snapshots]
+    if init is not None and op.init is not None:
+        for i, j in enumerate(idx):
+            a, b = init[i].astype(np.float64), op.init[j].astype(np.float64)
+            den = np.maximum(np.abs(b).max(axis=(-2, -1)), 1e-30)
+            rel = float(np.max(np.abs(a - b).max(axis=(-2, -1)) / den))
+            if rel > INPUT_RTOL:
+                raise ForecastEvalError(
+                    f"{path}: initial snapshot {init_snapshots[i]} differs from the FNO rollout "
+                    f"{op.path}'s (max rel. difference {rel:.3g} > {INPUT_RTOL:g}): not the same run"
+                )
+    return op, idx
 
 
 def _check_mean(path: Path, fc: np.ndarray, mem: np.ndarray, i: int) -> None:
@@ -569,7 +583,7 @@ def score_rollout(path: Path, *, operators: dict[str, OperatorRollout] | None = 
     op, op_idx = (None, [])
     if operators is not None:
         op, op_idx = pair_operator(path, str(a["sim"]), float(a["dt_orbits"]), channels,
-                                   init_snaps, operators)  # fmt: skip
+                                   init_snaps, operators, init)  # fmt: skip
     lead_orbits = {k + 1: float(d[H.LEAD_ORBITS][k]) for k in range(steps)}
     stats = {m: LeadStats() for m in FORECAST_METHODS}
     members = [LeadStats() for _ in range(n_mem)] if ms is not None else []
