@@ -82,3 +82,51 @@ def run_forecast(
             f"exit {p.returncode}: {' '.join(cmd)}\n--- stdout\n{p.stdout[-4000:]}\n--- stderr\n{p.stderr[-4000:]}"
         )
     return p
+
+
+def write_rollout(
+    path: Path,
+    *,
+    init: np.ndarray,
+    truth: np.ndarray,
+    tsnap: np.ndarray,
+    init_snapshot: list[int],
+    sim: str,
+    forecast: np.ndarray | None = None,
+    members: np.ndarray | None = None,
+    prev: np.ndarray | None = None,
+    prev_snapshot: list[int] | None = None,
+    dt_orbits: float = 0.5,
+    run_dir: str = "",
+    lo_kind: str = "native_lo",
+    channels: list[str] | None = None,
+) -> Path:
+    """A complete rollout file as ``mhdsr forecast rollout`` writes it: ``init (N, C, h, w)``,
+    ``truth (N, L, C, h, w)``, ``tsnap (N, L)``; with ``members (N, E, L, C, h, w)`` an ensemble
+    rollout (``forecast`` = their mean, forecaster "flow"), else an operator rollout of
+    ``forecast``. No previous states unless given."""
+    import h5py
+
+    from mhdsr.channels import CHANNELS
+
+    n, steps = truth.shape[:2]
+    if members is not None:
+        forecast = members.astype(np.float64).mean(axis=1).astype(np.float32)
+    prev = np.full_like(init, np.nan) if prev is None else prev
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f["forecast"], f["truth"], f["init"], f["prev"] = forecast, truth, init, prev
+        if members is not None:
+            f["members"] = members.astype(np.float32)
+        f["truth_snapshot"] = tsnap
+        f["init_snapshot"] = np.asarray(init_snapshot)
+        f["prev_snapshot"] = np.asarray(prev_snapshot if prev_snapshot else [-1] * n)
+        f["lead"] = np.arange(1, steps + 1)
+        f["lead_orbits"] = dt_orbits * np.arange(1, steps + 1)
+        f["time"] = np.zeros((n, steps))
+        f.attrs.update({"kind": "forecast", "channels": channels or list(CHANNELS), "sim": sim,
+                        "sim_seed": 1, "lo_kind": lo_kind, "run_dir": run_dir,
+                        "dt_orbits": dt_orbits, "complete": True, "finite": True,
+                        "forecaster": "flow" if members is not None else "operator",
+                        "ensemble": members.shape[1] if members is not None else 1})  # fmt: skip
+    return path

@@ -14,7 +14,8 @@ Sections: fields and spectra (:func:`comparison_panel`, :func:`spectra_figure`,
 :func:`spectra_plot`); the evaluation report (:func:`panel_figure`, bars, spread/skill,
 histograms, time series, PDFs, and :func:`summary_figures`, which draws them all from a
 metrics.json dict); the forecast report (:func:`lead_curve_figure`,
-:func:`lead_energy_figure`, :func:`spectra_drift_figure`).
+:func:`lead_energy_figure`, :func:`spectra_drift_figure`, and for ensemble forecasts
+:func:`ensemble_energy_figure`, :func:`ensemble_spectra_figure`).
 """
 
 from __future__ import annotations
@@ -176,6 +177,10 @@ CURVE_STYLES: dict[str, dict[str, Any]] = {
     "persistence+bicubic": {"color": "tab:gray", "ls": "--"},
     "forecast+bicubic": {"color": "tab:green", "ls": ":"},
     "truth-lo+bicubic": {"color": "tab:brown", "ls": "-."},
+    "fno": {"color": "tab:red", "ls": "-."},
+    "climatology": {"color": "tab:green", "ls": ":"},
+    "persistence+spline": {"color": "tab:purple", "ls": "--"},
+    "fno+spline": {"color": "tab:red", "ls": "-."},
 }
 
 
@@ -697,4 +702,74 @@ def spectra_drift_figure(
     fig.suptitle(
         "spectrum drift with lead (lo grid; truth: mean over all scored leads)", fontsize=9
     )
+    return fig
+
+
+def ensemble_energy_figure(
+    lead_orbits: Sequence[float],
+    members: Mapping[str, np.ndarray],
+    mean: Mapping[str, Sequence[float]],
+    truth: Mapping[str, Sequence[float]],
+    title: str,
+) -> Any:
+    """Kinetic and magnetic energy against lead: every member (thin), the ensemble mean's
+    energy and the truth's, each the mean over initial states (code units).
+
+    Args:
+        lead_orbits: ``(L,)`` leads in orbits.
+        members: ``"ke"`` / ``"me"`` -> ``(E, L)`` member energies.
+        mean, truth: ``"ke"`` / ``"me"`` -> ``(L,)`` (an absent key is not drawn).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.9))
+    for ax, e, lab in zip(axes, ("ke", "me"), ("kinetic", "magnetic")):
+        for j, series in enumerate(np.atleast_2d(members.get(e, np.empty((0, 0))))):
+            if len(series):
+                ax.plot(lead_orbits, series, color="tab:blue", lw=0.5, alpha=0.5,
+                        label="members" if j == 0 else None)  # fmt: skip
+        if e in mean:
+            ax.plot(lead_orbits, mean[e], color="tab:orange", lw=1.4, ls="--",
+                    label="ensemble mean")  # fmt: skip
+        if e in truth:
+            ax.plot(lead_orbits, truth[e], label="truth", **CURVE_STYLES["truth"])
+        ax.set_yscale("log")
+        _label(ax, "lead [orbits]", f"{lab} energy")
+    axes[0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def ensemble_spectra_figure(
+    panels: Mapping[float, Mapping[str, np.ndarray]], channels: Sequence[str], title: str
+) -> Any:
+    """Radial spectra at a few leads (rows) per channel (columns): every member (thin), the
+    ensemble mean's, the truth's, each the mean over initial states.
+
+    Args:
+        panels: lead in orbits -> ``{"members": (E, C, K), "mean": (C, K), "truth": (C, K)}``
+            (shells ``k = 1 .. K``).
+        channels: the ``C`` names.
+    """
+    leads = list(panels)
+    nc = len(channels)
+    fig, axes = plt.subplots(len(leads), nc, figsize=(1.9 * nc, 1.7 * len(leads) + 0.5),
+                             squeeze=False)  # fmt: skip
+    for r, o in enumerate(leads):
+        p = panels[o]
+        for c, ch in enumerate(channels):
+            ax = axes[r][c]
+            for j, e in enumerate(p.get("members", [])):
+                k = np.arange(1, e.shape[-1] + 1)
+                ax.loglog(k, np.maximum(e[c], 1e-300), color="tab:blue", lw=0.4, alpha=0.5,
+                          label="members" if j == 0 else None)  # fmt: skip
+            for key, style in (("mean", {"color": "tab:orange", "ls": "--", "lw": 1.0}),
+                               ("truth", CURVE_STYLES["truth"])):  # fmt: skip
+                if key in p:
+                    e = p[key][c]
+                    ax.loglog(np.arange(1, e.size + 1), np.maximum(e, 1e-300), label=key, **style)
+            ax.set_title(f"{ch}, {o:g} orb", fontsize=7)
+            ax.tick_params(labelsize=5)
+            _no_minor(ax)
+    axes[0][0].legend(fontsize=5)
+    fig.suptitle(title, fontsize=9)
     return fig

@@ -17,6 +17,25 @@ BASELINES: tuple[str, ...] = BASELINE_NAMES
 
 
 @dataclass
+class ClimatologyConfig:
+    """The climatology baseline of ensemble forecasts: ``members`` snapshots drawn once (keyed
+    RNG) from train runs in an orbit window, the same ensemble for every (initial state, lead)."""
+
+    runs: list[str] = field(default_factory=list)  # globs of train run folders; [] = no climatology
+    orbit_start: float = 0.0  # window start (orbits, the run's header time * omega0 / 2 pi)
+    orbit_end: float = 1.0e9  # window end (orbits, inclusive)
+    members: int = 8  # snapshots drawn (without replacement)
+    seed: int = 0  # key of the draw
+
+    def validate(self) -> None:
+        """Raises ConfigError naming ``forecast.climatology.<key>``."""
+        k = "forecast.climatology."
+        require(self.members >= 2, k + "members", ">= 2", self.members)
+        require(self.orbit_end >= self.orbit_start, k + "orbit_end", ">= orbit_start",
+                self.orbit_end)  # fmt: skip
+
+
+@dataclass
 class ForecastEvalConfig:
     """Settings of the forecast and chain evaluation (rollout / chain files below ``samples``;
     docs/design.md "Forecast stage")."""
@@ -26,6 +45,21 @@ class ForecastEvalConfig:
     energy_tol: float = 0.1  # goal: |E_model / E_truth - 1| at most this (mean over initial states)
     finite_orbits: float = 4.0  # goal: rollouts stay finite this long (orbits)
     hst_check: bool = True  # cross-check field energies against each run's AthenaK history file
+    # glob of rollout files of the deterministic FNO (baseline "fno" of ensemble rollouts, paired
+    # by sim and initial snapshot; "fno+spline" of the chain); "" = none
+    operator_rollouts: str = ""
+    climatology: ClimatologyConfig = field(default_factory=ClimatologyConfig)
+    # --- goals of ensemble forecasts (defaults: the issue's thresholds)
+    ensemble_goal_orbits: float = 4.0  # ensemble goals are judged at every lead <= this (orbits)
+    min_members: int = 8  # goal: ensemble size at least this
+    spectral_tol: float = 0.15  # goal: member band spectral error (dex) at most this
+    bounded_rel: float = 1.0  # goal: every member's |E / E_truth - 1| at most this (finite_orbits)
+    climatology_orbits: float = 0.3  # goal: CRPS < climatology's at leads <= this (orbits)
+    climatology_factor: float = 1.05  # goal: CRPS <= this x climatology's at every lead
+    spread_skill_range: list[float] = field(default_factory=lambda: [0.8, 1.2])  # goal range
+    spread_skill_orbits: float = 0.2  # goal: spread/skill judged at leads >= this (orbits)
+    chain_leads_orbits: list[float] = field(default_factory=lambda: [0.5, 1.0])  # chain spectra
+    chain_spectral_tol: float = 0.2  # goal: chain member band error (dex, hi grid) at most this
 
     def validate(self) -> None:
         """Raises ConfigError naming ``forecast.<key>``."""
@@ -38,6 +72,13 @@ class ForecastEvalConfig:
         require(self.goal_orbits > 0, "forecast.goal_orbits", "> 0", self.goal_orbits)
         require(self.energy_tol > 0, "forecast.energy_tol", "> 0", self.energy_tol)
         require(self.finite_orbits > 0, "forecast.finite_orbits", "> 0", self.finite_orbits)
+        for key in ("ensemble_goal_orbits", "spectral_tol", "bounded_rel", "climatology_factor",
+                    "chain_spectral_tol"):  # fmt: skip
+            require(getattr(self, key) > 0, f"forecast.{key}", "> 0", getattr(self, key))
+        require(self.min_members >= 1, "forecast.min_members", ">= 1", self.min_members)
+        r = self.spread_skill_range
+        require(len(r) == 2 and 0 < r[0] < r[1], "forecast.spread_skill_range",
+                "[lo, hi] with 0 < lo < hi", r)  # fmt: skip
 
 
 @dataclass

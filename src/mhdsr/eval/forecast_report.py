@@ -5,7 +5,9 @@ Figures (``figures/``): NRMSE and correlation against lead time in orbits per ch
 persistence, linear extrapolation), the energies' relative error against lead, the drift of
 the model's spectrum with lead against the truth's, fields at chosen leads (initial state,
 truth, model, persistence, model - truth), and for the chain its hi-grid NRMSE against lead
-and the fields and spectra at each scored lead.
+and the fields and spectra at each scored lead. Ensemble rollouts add CRPS against lead, the
+energies against lead (every member, the ensemble mean, the truth) and the spectra at three
+leads (members, mean, truth), pooled over the rollouts.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ from mhdsr.eval.forecast import (
     CORR_THRESHOLD,
     FORECAST_METHODS,
     ForecastEvalError,
+    climatology_members,
     energy_check,
+    ensemble_goals,
     goals,
+    read_operator_rollouts,
     reduce_rollouts,
     score_chain,
     score_rollout,
 )
-from mhdsr.eval.registry import FORECAST
+from mhdsr.eval.registry import FORECAST, FORECAST_ENSEMBLE, NULL_KEY
 from mhdsr.io_utils import make_output_dir, write_json_atomic, write_text_atomic
 
 # ----------------------------------------------------------------------------------------------
@@ -54,6 +59,35 @@ def _drift_spectra(score_list: list[Any]) -> tuple[dict[int, np.ndarray], np.nda
     tl = sorted(k for k in truth if not isinstance(k, tuple))
     et = sum(truth[L] for L in tl) / sum(truth[(L, "n")] for L in tl)
     return {L: model[L] / model[(L, "n")] for L in leads}, et
+
+
+def _member_spectra(score_list: list[Any], leads: list[int]) -> dict[int, dict[str, np.ndarray]]:
+    """Pooled mean spectra at ``leads``: every member index ``(E, C, K)``, the ensemble mean's
+    and the truth's ``(C, K)``."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for L in leads:
+
+        def pooled(stats: list[Any], L: int = L) -> np.ndarray | None:
+            n = sum(st.count.get(L, 0) for st in stats)
+            return sum(st.spec[L] for st in stats if L in st.spec) / n if n else None
+
+        p = {"mean": pooled([s.stats["model"] for s in score_list]),
+             "truth": pooled([s.truth for s in score_list])}  # fmt: skip
+        mem = [
+            pooled([s.members[e] for s in score_list]) for e in range(len(score_list[0].members))
+        ]
+        if mem and all(m is not None for m in mem):
+            p["members"] = np.stack(mem)
+        out[L] = {k: v for k, v in p.items() if v is not None}
+    return out
+
+
+def _rollout_grid(path: Path) -> tuple[list[str], int]:
+    """The channels and lo grid of a rollout file (for the climatology)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return [str(c) for c in np.atleast_1d(f.attrs["channels"])], int(f[H.FORECAST].shape[-1])
 
 
 def _field_panels(score: Any, leads: list[int], figdir: Path, prefix: str) -> list[str]:
@@ -152,6 +186,8 @@ def run_forecast_eval(cfg: EvalConfig, files: dict[str, list[Path]]) -> dict[str
     )
     from mhdsr.plots import (
         FAST_RC,
+        ensemble_energy_figure,
+        ensemble_spectra_figure,
         lead_curve_figure,
         lead_energy_figure,
         plt,
@@ -169,7 +205,13 @@ def run_forecast_eval(cfg: EvalConfig, files: dict[str, list[Path]]) -> dict[str
     out = make_output_dir(cfg.output_dir, "output_dir")
     figdir = out / "figures"
     figdir.mkdir(exist_ok=True)
-    scores = [score_rollout(p) for p in files["forecast"]]
+    operators = read_operator_rollouts(fcfg.operator_rollouts) if fcfg.operator_rollouts else None
+    clim, climatology = None, {NULL_KEY: {"picks": "forecast.climatology.runs is not set"},
+                               "picks": None}  # fmt: skip
+    if fcfg.climatology.runs:
+        clim, picks = climatology_members(fcfg.climatology, *_rollout_grid(files["forecast"][0]))
+        climatology = {"runs": list(fcfg.climatology.runs), "picks": picks}
+    scores = [score_rollout(p, operators=operators, climatology=clim) for p in files["forecast"]]
     by_sim = {s.sim: s for s in scores}
     if len(by_sim) != len(scores):
         raise ForecastEvalError(
@@ -186,6 +228,8 @@ def run_forecast_eval(cfg: EvalConfig, files: dict[str, list[Path]]) -> dict[str
             checks[s.sim] = energy_check(s.run_dir, snaps, pooled=s.lo_kind == "avgpool2_hi")
     g = goals(fc, chains, goal_orbits=fcfg.goal_orbits, energy_tol=fcfg.energy_tol,
               finite_orbits=fcfg.finite_orbits)  # fmt: skip
+    g["ensemble"] = ensemble_goals(fc, chains, fcfg)
+    fc["climatology"] = climatology
 
     # ---- figures
     written: list[str] = []
@@ -206,6 +250,33 @@ def run_forecast_eval(cfg: EvalConfig, files: dict[str, list[Path]]) -> dict[str
             dpi=80,
         )
         written.append("figures/forecast_spectra_drift.png")
+        if "crps" in curves.get("model", {}):
+            fig = lead_curve_figure(curves, FORECAST_METHODS, "crps", chans,
+                                    "CRPS vs lead (physical units), pooled rollouts", "CRPS")  # fmt: skip
+            save_png(fig, figdir / "forecast_crps_vs_lead.png", dpi=80)
+            written.append("figures/forecast_crps_vs_lead.png")
+        mem = fc["all"].get("members")
+        if mem and "ke" in mem and mem["lead"]:
+            m, t = curves["model"], fc["all"]["truth"]
+            mean = {
+                e: [m[e][m["lead"].index(L)] for L in mem["lead"]] for e in ("ke", "me") if e in m
+            }
+            tru = {
+                e: [t[e][t["lead"].index(L)] for L in mem["lead"]] for e in ("ke", "me") if e in t
+            }
+            fig = ensemble_energy_figure(mem["lead_orbits"], {e: np.asarray(mem[e]) for e in ("ke", "me")},
+                                         mean, tru, f"energies vs lead, {mem['n_members']} members (pooled)")  # fmt: skip
+            save_png(fig, figdir / "forecast_ensemble_energy_vs_lead.png", dpi=80)
+            written.append("figures/forecast_ensemble_energy_vs_lead.png")
+            leads = mem["lead"]
+            three = sorted({leads[0], leads[len(leads) // 2], leads[-1]})
+            panels = {fc["all"]["curves"]["model"]["lead_orbits"][curves["model"]["lead"].index(L)]: v
+                      for L, v in _member_spectra(scores, three).items()}  # fmt: skip
+            fig = ensemble_spectra_figure(
+                panels, chans, "spectra of members, ensemble mean and truth (pooled)"
+            )
+            save_png(fig, figdir / "forecast_ensemble_spectra.png", dpi=70)
+            written.append("figures/forecast_ensemble_spectra.png")
         for ch in chains:
             if "curves" in ch:
                 fig = lead_curve_figure(ch["curves"], CHAIN_METHODS, "nrmse", ch["channels"],
@@ -229,13 +300,13 @@ def run_forecast_eval(cfg: EvalConfig, files: dict[str, list[Path]]) -> dict[str
         "code_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "channels": fc["channels"],
-        "metric_definitions": metric_definitions(frozenset({FORECAST})),
+        "metric_definitions": metric_definitions(frozenset({FORECAST, FORECAST_ENSEMBLE})),
         "forecast": fc,
         "chain": chains,
         "energy_check": checks,
         "goals": g,
         "config": {"samples": cfg.samples, "output_dir": cfg.output_dir,
-                   "forecast": {k: getattr(fcfg, k) for k in fcfg.__dataclass_fields__}},
+                   "forecast": _config_dict(fcfg)},
         "timing": {"total_s": round(time.perf_counter() - t_start, 2)},
     })  # fmt: skip
     check_clean(metrics)
@@ -247,6 +318,12 @@ def run_forecast_eval(cfg: EvalConfig, files: dict[str, list[Path]]) -> dict[str
     print(f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, summary.md and {len(written)} "
           f"figure(s) in {figdir} ({time.perf_counter() - t_start:.0f} s)", file=sys.stdout)  # fmt: skip
     return metrics
+
+
+def _config_dict(fcfg: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(fcfg)
 
 
 def forecast_files(paths: list[Path]) -> dict[str, list[Path]]:

@@ -29,7 +29,7 @@ from mhdsr.eval.fields import (
     Fields,
     Target,
 )
-from mhdsr.eval.registry import FORECAST, PREDICTIONS, Metric, register
+from mhdsr.eval.registry import FORECAST, FORECAST_ENSEMBLE, PREDICTIONS, Metric, register
 
 BANDS = ("resolved", "transition", "generated")
 PHYSICS_CHANNELS = ("Bx", "By", "jz")
@@ -104,6 +104,8 @@ register(
 
 
 def _crps(pred: Fields, target: Target) -> np.ndarray:
+    if pred.n_members == 1:  # a point forecast: its CRPS is its MAE (Gneiting & Raftery 2007)
+        return np.mean(np.abs(pred.x[0].astype(np.float64) - _truth(target)), axis=(-2, -1))
     return S.crps_fair(pred.x, _truth(target), member_axis=0)
 
 
@@ -124,13 +126,14 @@ def _spread_skill_pair(pred: Fields, target: Target) -> np.ndarray:
     return np.stack([np.sqrt(1.0 + 1.0 / pred.n_members) * spread, skill], axis=-1)
 
 
-_ENS = dict(ensemble=True, min_members=2, table="ensemble")
+_ENS = dict(ensemble=True, min_members=2, table="ensemble", kinds=PREDICTIONS | {FORECAST_ENSEMBLE})
 register(
     Metric(
         "crps",
         "CRPS",
         "fair CRPS mean_i |x_i - y| - sum_ij |x_i - x_j| / (2 n (n-1)) per pixel, grid mean "
-        "(Ferro 2014); 0 for a perfect ensemble, physical units.",
+        "(Ferro 2014); 0 for a perfect ensemble, physical units. Forecasts: a deterministic "
+        "forecast (one member) scores its MAE, the CRPS of a point forecast.",
         _crps,
         summary=True,
         **_ENS,
@@ -324,6 +327,7 @@ register(
         "split's pooled PDF).",
         _w1_row("value", VALUE_CHANNELS),
         needs="target",
+        kinds=PREDICTIONS | {FORECAST_ENSEMBLE},
         channels=VALUE_CHANNELS,
         table="pdf",
         summary=True,
@@ -398,7 +402,7 @@ register(
         "rms(dBx/dx + dBy/dy) / rms(jz), periodic centred differences (as AthenaK), mean over "
         "members and snapshots; NOT 0 for the truth (see the physics reading).",
         _div_b,
-        **_PHYS,
+        **{**_PHYS, "kinds": _PHYS["kinds"] | {FORECAST_ENSEMBLE}},
     )
 )
 register(

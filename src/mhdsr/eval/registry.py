@@ -48,13 +48,17 @@ Reducer = Callable[[np.ndarray], np.ndarray]
 #: ``fn(pred, target) -> row``: ``(C,)`` (per-channel metric) or ``()`` (field metric), or with a
 #: trailing axis for the reductions that need one; ``None`` = not applicable to these fields.
 MetricFn = Callable[["Fields", "Target"], "np.ndarray | float | None"]
-CurveKind = Literal["method", "baseline", "truth", "input", "forecast"]
+CurveKind = Literal["method", "baseline", "truth", "input", "forecast", "forecast_ensemble"]
 
 #: Curve kinds a metric applies to by default: predictions (methods and baselines).
 PREDICTIONS: frozenset[str] = frozenset({"method", "baseline"})
 #: Curve kind of the forecast methods (model, persistence, linear; the chain and its baselines),
 #: scored per initial state and lead time (:mod:`mhdsr.eval.forecast`).
 FORECAST = "forecast"
+#: Curve kind of forecast ENSEMBLES per initial state and lead (members of a generative rollout,
+#: the chain ensemble, climatology; deterministic forecasts as one-member ensembles): the
+#: ensemble scores (CRPS, spread/skill, jz PDF, div B) of :mod:`mhdsr.eval.forecast`.
+FORECAST_ENSEMBLE = "forecast_ensemble"
 #: Curve kinds of super-resolution evaluation.
 SR_KINDS: frozenset[str] = frozenset({"method", "baseline", "truth", "input"})
 SPECTRAL_FLOOR = 1e-30

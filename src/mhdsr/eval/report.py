@@ -23,6 +23,7 @@ from mhdsr.eval.forecast import CHAIN_METHODS, FORECAST_METHODS
 from mhdsr.eval.reading import curves_of, fmt, get, score
 from mhdsr.eval.registry import (
     FORECAST,
+    FORECAST_ENSEMBLE,
     NULL_KEY,
     SR_KINDS,
     TABLES,
@@ -436,6 +437,15 @@ FORECAST_TERMS = (
     ("chain", "`mhdsr sample` of every forecast step (ensemble mean; 'chain member': single "
               "members), scored on the hi grid against the hi run at t0 + k dt"),
     ("x+bicubic", "periodic bicubic Up of x(t0) (persistence), of the forecast, of avgpool2(y)"),
+    ("x+spline", "periodic cubic-spline Up (mhdsr.method.grid) of x(t0), of the paired FNO forecast"),
+    ("ensemble rollout", "model = the ensemble mean (deterministic scores); CRPS, spread/skill, "
+                         "jz PDF, div B of the members; a deterministic forecast is one member "
+                         "(its CRPS = its MAE)"),
+    ("fno", "the deterministic FNO rollout of the same sim and initial snapshot"),
+    ("climatology", "E train snapshots of an orbit window (forecast.climatology), the same "
+                    "ensemble at every (initial state, lead)"),
+    ("CRPS/σ", "mean over channels of CRPS_c / std_c(y) (truth std averaged over initial states)"),
+    ("worst member", "max over members of |mean over initial states of E_member / E_y - 1|"),
 )  # fmt: skip
 
 
@@ -458,12 +468,22 @@ def _verdict(v: bool | None) -> str:
 
 
 def lead_table(fc: dict[str, Any]) -> str:
-    """The lead-time table of the pooled rollouts (mean over channels)."""
+    """The lead-time table of the pooled rollouts (mean over channels): NRMSE and corr of the
+    model (an ensemble: its mean) and every baseline present, CRPS / std(y) (mean over
+    channels of the per-channel CRPS over the truth's std: comparable across channels),
+    spread/skill (mean over channels), the energies' errors of the model and, for ensembles,
+    of the worst member (mean over initial states)."""
     c = fc["all"]["curves"]
     m = c["model"]
-    head = ("| lead [orbits] | n | NRMSE model | NRMSE persistence | NRMSE linear | corr model | "
-            "corr persistence | corr linear | KE err model | ME err model | KE err persist. | "
-            "ME err persist. |")  # fmt: skip
+    mem = fc["all"].get("members") or {}
+    methods = [n for n in FORECAST_METHODS if n in c]
+    crps = [n for n in methods if "crps_norm_mean" in c[n]]
+    ss = [n for n in methods if "spread_skill_mean" in c[n]]
+    head = ("| lead [orbits] | n | " + " | ".join(f"NRMSE {n}" for n in methods) + " | "
+            + " | ".join(f"corr {n}" for n in methods) + " | "
+            + "".join(f"CRPS/σ {n} | " for n in crps) + "".join(f"spread/skill {n} | " for n in ss)
+            + "KE err model | ME err model | KE err persist. | ME err persist. |"
+            + (" KE err worst member | ME err worst member |" if "ke_worst_abs_rel" in mem else ""))  # fmt: skip
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
     def at(name: str, key: str, i: int) -> Any:
@@ -473,14 +493,21 @@ def lead_table(fc: dict[str, Any]) -> str:
         j = cur["lead"].index(m["lead"][i])
         return cur[key][j] if key in cur else None
 
+    def at_mem(key: str, i: int) -> Any:
+        L = m["lead"][i]
+        return mem[key][mem["lead"].index(L)] if key in mem and L in mem["lead"] else None
+
     for i in range(len(m["lead"])):
-        lines.append(
-            f"| {m['lead_orbits'][i]:.2f} | {m['n'][i]} | "
-            + " | ".join(_f(at(n, "nrmse_mean", i)) for n in FORECAST_METHODS) + " | "
-            + " | ".join(_f(at(n, "corr_mean", i)) for n in FORECAST_METHODS) + " | "
-            + " | ".join(_f(at(n, k, i), 2) for n in ("model", "persistence") for k in ("ke_rel", "me_rel"))
-            + " |"
-        )  # fmt: skip
+        row = (f"| {m['lead_orbits'][i]:.2f} | {m['n'][i]} | "
+               + " | ".join(_f(at(n, "nrmse_mean", i)) for n in methods) + " | "
+               + " | ".join(_f(at(n, "corr_mean", i)) for n in methods) + " | "
+               + "".join(f"{_f(at(n, 'crps_norm_mean', i))} | " for n in crps)
+               + "".join(f"{_f(at(n, 'spread_skill_mean', i))} | " for n in ss)
+               + " | ".join(_f(at(n, k, i), 2) for n in ("model", "persistence") for k in ("ke_rel", "me_rel"))
+               + " |")  # fmt: skip
+        if "ke_worst_abs_rel" in mem:
+            row += f" {_f(at_mem('ke_worst_abs_rel', i), 2)} | {_f(at_mem('me_worst_abs_rel', i), 2)} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -493,8 +520,8 @@ def channel_table(fc: dict[str, Any], metric: str, lead_index: int = 0) -> str:
     lines = [f"{metric} at lead {o:.2f} orbits (k = {L}), pooled over the held-out rollouts:", "",
              "| method | " + " | ".join(chans) + " |", "|---|" + "---|" * len(chans)]  # fmt: skip
     for name in FORECAST_METHODS:
-        cur = c[name]
-        if L not in cur["lead"]:
+        cur = c.get(name)
+        if cur is None or metric not in cur or L not in cur["lead"]:
             continue
         j = cur["lead"].index(L)
         lines.append(f"| {name} | " + " | ".join(_f(cur[metric][ch][j]) for ch in chans) + " |")
@@ -512,7 +539,7 @@ def corr_lead_table(fc: dict[str, Any]) -> str:
     chans = [*fc["channels"], "mean"]
     last = fc["all"]["rollout_orbits"]
     lines = ["| method | " + " | ".join(chans) + " |", "|---|" + "---|" * len(chans)]
-    for name in FORECAST_METHODS:
+    for name in (n for n in FORECAST_METHODS if n in c):
         vals = [c[name]["corr_lead"][ch] for ch in chans]
         lines.append(
             f"| {name} | "
@@ -525,12 +552,16 @@ def corr_lead_table(fc: dict[str, Any]) -> str:
 def chain_table(ch: dict[str, Any]) -> str:
     """Hi-grid NRMSE (mean over channels) per lead of a chain file and its baselines."""
     c = ch["curves"]
-    lines = ["| lead [orbits] | n | " + " | ".join(f"NRMSE {m}" for m in CHAIN_METHODS) + " | corr chain | corr persistence+bicubic |",
-             "|---|---|" + "---|" * (len(CHAIN_METHODS) + 2)]  # fmt: skip
+    methods = [m for m in CHAIN_METHODS if m in c]
+    crps = [m for m in methods if "crps_norm_mean" in c[m]]
+    lines = ["| lead [orbits] | n | " + " | ".join(f"NRMSE {m}" for m in methods) + " | corr chain | corr persistence+bicubic | "
+             + "".join(f"CRPS/σ {m} | " for m in crps),
+             "|---|---|" + "---|" * (len(methods) + 2 + len(crps))]  # fmt: skip
     for i, L in enumerate(c["chain"]["lead"]):
         row = [f"{c['chain']['lead_orbits'][i]:.2f}", str(c["chain"]["n"][i])]
-        row += [_f(c[m]["nrmse_mean"][c[m]["lead"].index(L)]) for m in CHAIN_METHODS]
+        row += [_f(c[m]["nrmse_mean"][c[m]["lead"].index(L)]) for m in methods]
         row += [_f(c["chain"]["corr_mean"][i]), _f(c["persistence+bicubic"]["corr_mean"][i])]
+        row += [_f(c[m]["crps_norm_mean"][c[m]["lead"].index(L)]) for m in crps]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -541,7 +572,7 @@ def chain_channel_table(ch: dict[str, Any], lead_index: int = 0) -> str:
     chans = ch["channels"]
     L = c["chain"]["lead"][lead_index]
     lines = ["| method | " + " | ".join(chans) + " |", "|---|" + "---|" * len(chans)]
-    for m in CHAIN_METHODS:
+    for m in (m for m in CHAIN_METHODS if m in c):
         j = c[m]["lead"].index(L)
         lines.append(f"| {m} | " + " | ".join(_f(c[m]["nrmse"][x][j]) for x in chans) + " |")
     return "\n".join(lines)
@@ -586,6 +617,26 @@ def goals_table(g: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def ensemble_goals_table(eg: dict[str, Any]) -> str:
+    """The ensemble-forecast goals: goal, value, threshold, pass / FAIL / not measured (why)."""
+    rows = ["| goal | value | threshold | verdict |", "|---|---|---|---|"]
+    for name, v in eg.items():
+        val = v.get("value")
+        if isinstance(val, dict):
+            val = ", ".join(f"{k} {_f(x)}" for k, x in val.items() if k != NULL_KEY)
+        elif isinstance(val, list):
+            val = " .. ".join(_f(x) for x in val)
+        else:
+            val = _f(val)
+        if v.get("where"):
+            val += f" ({v['where']})"
+        met = v.get("met")
+        verdict = ("pass" if met else "FAIL") if met is not None else (
+            "not measured: " + v.get(NULL_KEY, {}).get("met", ""))  # fmt: skip
+        rows.append(f"| {name}: {v['rule']} | {val} | {v['threshold']} | {verdict} |")
+    return "\n".join(rows)
+
+
 def forecast_summary(metrics: Mapping[str, Any]) -> str:
     """summary.md of a forecast evaluation: the lead-time table (pooled, channel means), the
     chain table and the goals."""
@@ -600,6 +651,9 @@ def forecast_summary(metrics: Mapping[str, Any]) -> str:
             parts += [f"## Chain {ch['sim']} (hi grid, {ch['members']} member(s); mean over channels)",
                       "", chain_table(ch), ""]  # fmt: skip
     parts += ["## Goals", "", goals_table(g)]
+    if "ensemble" in g:
+        parts += ["", "## Ensemble-forecast goals (every lead <= the goal window, every channel)",
+                  "", ensemble_goals_table(g["ensemble"])]  # fmt: skip
     return "\n".join(parts)
 
 
@@ -608,7 +662,7 @@ def _forecast_report(metrics: Mapping[str, Any], figures: Sequence[str]) -> str:
     chain, the energy check."""
     fc, chains, checks = metrics["forecast"], metrics["chain"], metrics["energy_check"]
     lines = ["# Forecast evaluation", "", "## Definitions", ""]
-    lines += metric_lines(frozenset({FORECAST}), FORECAST_TERMS)
+    lines += metric_lines(frozenset({FORECAST, FORECAST_ENSEMBLE}), FORECAST_TERMS)
     lines += ["", forecast_summary(metrics), ""]
     lines += ["## Per channel", "", channel_table(fc, "nrmse"), "", channel_table(fc, "corr"), ""]
     if len(fc["all"]["curves"]["model"]["lead"]) > 1:
