@@ -53,6 +53,10 @@ class InputsConfig:
     #: generative forecaster): super-resolve members 0 .. max_members - 1 (0 = every member);
     #: files without ``members`` have one input per lead (their ``forecast``) whatever this is
     max_members: int = 0
+    #: kind=forecast: only the leads at which the run has a truth snapshot (what the chain is
+    #: scored on; a 0.1-orbit forecast of a run written every 0.25 orbit has truth at every
+    #: 5th lead); false: every lead up to max_lead
+    truth_only: bool = False
 
     def validate(self) -> None:
         """Raises ConfigError naming ``inputs.<key>``."""

@@ -450,6 +450,7 @@ def index_forecasts(cfg: SampleConfig) -> list[SimInput]:
                 )
                 for i in range(n)
                 for k in range(leads)
+                if not cfg.inputs.truth_only or truth[i, k] >= 0
             ]
         else:
             used = ens if not cfg.inputs.max_members else min(ens, cfg.inputs.max_members)
@@ -465,6 +466,7 @@ def index_forecasts(cfg: SampleConfig) -> list[SimInput]:
                 for i in range(n)
                 for e in range(used)
                 for k in range(leads)
+                if not cfg.inputs.truth_only or truth[i, k] >= 0
             ]
             extra = {"forecast_members": used, "forecast_ensemble": ens}
         channels = tuple(str(c) for c in np.atleast_1d(a["channels"]))
