@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test test-fast bench bench-gpu lint demo demo-forecast science science-smoke slurm-up slurm-down clean
+.PHONY: venv test test-fast bench bench-gpu lint demo demo-forecast forecast-bench science science-smoke slurm-up slurm-down clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,13 @@ demo: $(STAMP)
 # forecast stage + chain: windows -> FNO (2 ranks) -> rollouts -> super-resolve -> eval per lead
 demo-forecast: $(STAMP)
 	bash scripts/demo-forecast.sh
+
+# The longer forecast recipe (~1 h here): FNO + generative forecaster on 0.1-orbit data, 4-orbit
+# ensemble rollouts, chain, eval, NFE trade-off -> benchmarks/forecast.md.
+# FORECAST_DATA=<AthenaK folder with the full 0.1-orbit 128^2 seeds 5 and 6>.
+FORECAST_DATA ?= data/athenak
+forecast-bench: $(STAMP)
+	FORECAST_DATA=$(FORECAST_DATA) bash scripts/forecast-recipe.sh
 
 # The science benchmark (~1 h here): cpu-base from scratch, test + held-out sampling, eval, goals.
 # SCIENCE_DATA=<AthenaK folder> runs it on a larger data set; results collect in benchmarks/science.md.

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-BENCHES = ("bench_reader", "bench_shards", "bench_train", "bench_loader", "bench_sampling")
+BENCHES = ("bench_reader", "bench_shards", "bench_train", "bench_loader", "bench_sampling", "bench_forecast")
 
 
 def _flatten(prefix: str, obj, out: list[tuple[str, str]]) -> None:
@@ -57,6 +57,8 @@ HEADLINES = (
     ("bench_loader.workers_per_gpu_for_160", "loader workers per GPU for 160 samples/s (CPU-derived)", None),
     ("bench_train.gpu_40m.fwd_bwd_s_cpu_fp32_256sq_batch1", "gpu-40m fwd+bwd s, 256^2 batch 1, fp32 on this CPU", None),
     ("bench_train.gpu_40m.training_TFLOP_per_sample_256sq", "gpu-40m training TFLOP per 256^2 sample (counted)", None),
+    ("bench_forecast.ms_per_member_step_nfe8", "generative forecast step ms per member, 8 NFE (Heun 4), 128^2, this CPU", None),
+    ("bench_forecast.ratio_nfe8_over_fno", "  same / the FNO's deterministic step", None),
     ("bench_sampling.throughput.samples_per_s_at_8_nfe", "256^2 samples/s at 8 NFE, cpu-small, this CPU", None),
 )  # fmt: skip
 

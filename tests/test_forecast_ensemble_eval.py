@@ -300,7 +300,8 @@ def test_eval_cli_ensemble_goals_report_and_figures(tmp_path: Path, monkeypatch,
     )
     _clim_run(tmp_path)
     base = ["eval", "--config", "configs/eval/forecast-demo.yaml", f"samples={tmp_path / 'samples'}",
-            "forecast.hst_check=false", "forecast.field_leads=[1]"]  # fmt: skip
+            "forecast.hst_check=false", "forecast.field_leads=[1]", "forecast.operator_rollouts=''",
+            "forecast.climatology.runs=[]"]  # fmt: skip
     assert main([*base, f"output_dir={tmp_path / 'eval0'}"]) == 0
     g0 = json.loads((tmp_path / "eval0" / "metrics.json").read_text())["goals"]["ensemble"]
     assert (
@@ -314,7 +315,8 @@ def test_eval_cli_ensemble_goals_report_and_figures(tmp_path: Path, monkeypatch,
     assert main([*base, f"output_dir={tmp_path / 'eval'}",
                  f"forecast.operator_rollouts={tmp_path / 'fno' / '*.h5'}",
                  f"forecast.climatology.runs=[{tmp_path / 'train' / 'seed_*'}]",
-                 "forecast.climatology.members=4", "forecast.ensemble_goal_orbits=1.5"]) == 0  # fmt: skip
+                 "forecast.climatology.members=4", "forecast.ensemble_goal_orbits=1.5",
+                 "forecast.climatology.orbit_start=0.0", "forecast.climatology.orbit_end=1.0e9"]) == 0  # fmt: skip
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert (m["version"], m["kind"]) == (2, "forecast")
     assert {"crps", "spread_skill", "jz_pdf_w1", "div_b"} <= set(m["metric_definitions"])

@@ -132,15 +132,19 @@ def test_config_validation(tmp_path) -> None:
 
 def test_shipped_forecast_configs_validate(repo) -> None:
     from mhdsr.eval.config import EvalConfig
-    from mhdsr.forecast.config import ForecastTrainConfig, RolloutConfig
+    from mhdsr.forecast.config import FlowForecastTrainConfig, ForecastTrainConfig, RolloutConfig
     from mhdsr.sample.config import SampleConfig
     from mhdsr.shard_builder.config import ShardBuildConfig
 
     train = load_config(ForecastTrainConfig, repo / "configs/forecast/cpu-small.yaml")
-    assert train.model.history == 2 and train.loss.rollout_steps == 2
-    assert load_config(RolloutConfig, repo / "configs/forecast/rollout-demo.yaml").steps == 8
+    assert train.model.history == 1 and train.loss.rollout_steps == 2
+    roll = load_config(RolloutConfig, repo / "configs/forecast/rollout-demo.yaml")
+    assert roll.steps == 20 and roll.ensemble == 8
+    flow = load_config(FlowForecastTrainConfig, repo / "configs/forecast/flow-cpu-small.yaml")
+    assert flow.forecast.source == "operator" and flow.model.cond_channels == 16
+    assert flow.forecast.operator == train.run_dir and not flow.method.project
     shard = load_config(ShardBuildConfig, repo / "configs/shard/forecast-demo.yaml")
-    assert shard.task == "forecast" and shard.forecast.length == 2
+    assert shard.task == "forecast" and shard.forecast.length == 3
     assert shard.forecast.dt_orbits == 0.1 and not shard.hi_runs
     chain = load_config(SampleConfig, repo / "configs/sample/forecast-chain.yaml")
     assert chain.inputs.kind == "forecast"

@@ -217,9 +217,9 @@ def demo_windows(tmp_path_factory, repo):
 
 def test_bundled_forecast_demo_windows(demo_windows) -> None:
     res, m, out = demo_windows
-    # 128^2 seed 5: files 25-55 (0.1 orbit) -> 30 pairs; seed 6: files 30-68 -> 38 (heldout)
-    assert res["samples"] == {"train": 30, "val": 0, "test": 0, "heldout": 38}
-    assert m["shapes"]["seq"] == [2, 8, 128, 128]
+    # 128^2 seed 5: files 25-55 (0.1 orbit) -> 29 windows of 3; seed 6: files 30-68 -> 37
+    assert res["samples"] == {"train": 29, "val": 0, "test": 0, "heldout": 37}
+    assert m["shapes"]["seq"] == [3, 8, 128, 128]
     w = m["provenance"]["windows"]
     assert w["mri128_nu3e-5/seed_0005"]["chains"] == [list(range(25, 56))]
     assert w["mri128_nu3e-5/seed_0006"]["chains"] == [list(range(30, 69))]
