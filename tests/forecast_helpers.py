@@ -130,3 +130,19 @@ def write_rollout(
                         "forecaster": "flow" if members is not None else "operator",
                         "ensemble": members.shape[1] if members is not None else 1})  # fmt: skip
     return path
+
+
+def tiny_forecaster(root: Path) -> tuple[Path, str]:
+    """A 2-step tiny forecaster (``<root>/train``) and three synthetic 32^2 lo runs
+    ``<root>/syn/seed_000{1,2,3}`` (seed 3 held out of the shards); returns the run folder and
+    the glob of the runs (for ``inputs.runs``)."""
+    shards = window_shards(root)
+    run_forecast(shards, root / "train", "max_steps=2")
+    evolving_run(root / "syn" / "seed_0003", 3, 32, list(range(5)), [0.5 * i for i in range(5)])
+    return root / "train", str(root / "syn" / "seed_*")
+
+
+def rollout_overrides(ckpt: Path, runs: str, out: Path) -> list[str]:
+    """``mhdsr forecast rollout`` overrides: 2 initial states (0.5, 1 orbit) x 2 steps per run."""
+    return [f"checkpoint={ckpt}", f"output_dir={out}", f"inputs.runs=[{runs}]",
+            "inputs.orbit_start=0.5", "inputs.orbit_end=1.0", "steps=2", "device=cpu"]  # fmt: skip

@@ -60,8 +60,8 @@ def test_layout_truth_and_numbers(setup, tmp_path):
         # the forecast is the exported EMA model rolled out from (x(t0 - dt), x(t0))
         fm = load_forecast_model(str(ckpt), "ema")
         states = torch.from_numpy(np.stack([run.read_snapshot(0).data, run.read_snapshot(1).data]))[
-            None
-        ]
+            None, -fm.history :
+        ]  # the history the model takes (configs/forecast/cpu-small.yaml: 1)
         want = fm.norm.denormalize(
             rollout(fm.model, fm.norm.normalize(states), torch.full((1,), 0.5), 3)
         )
@@ -103,8 +103,11 @@ def test_skip_resume_and_refusal(setup, tmp_path, capsys):
 
 def test_bad_inputs_are_refused(setup, tmp_path, capsys):
     root, ckpt, hi, lo = setup
-    assert main(_args(root, ckpt, [lo], tmp_path / "o", "inputs.init_snapshots=[0]")) == 2
-    assert "no snapshot 0.5 orbits earlier" in capsys.readouterr().err
+    # the model takes x(t) alone (history 1): the first snapshot is a valid initial state,
+    # without the previous one (prev NaN, prev_snapshot -1)
+    assert main(_args(root, ckpt, [lo], tmp_path / "o", "inputs.init_snapshots=[0]")) == 0
+    with h5py.File(tmp_path / "o" / "syn__seed_0002.h5") as f:
+        assert list(f["prev_snapshot"][()]) == [-1] and np.isnan(f["prev"][0]).all()
     assert main(_args(root, ckpt, [lo], tmp_path / "o", "inputs.init_snapshots=[9]")) == 2
     assert "has no snapshot(s) [9]" in capsys.readouterr().err
     bad = evolving_run(tmp_path / "b16" / "seed_0005", 5, 16, [0, 1], [0.0, 0.5])

@@ -116,12 +116,15 @@ def test_split_overrides_refuses_a_key_of_both_schemas():
 
 
 def test_launch_keys_never_collide_with_train_or_sample_keys():
+    from mhdsr.forecast.config import RolloutConfig
     from mhdsr.sample.config import SampleConfig
 
     launch = schema_fields(LaunchConfig)
     assert not launch & schema_fields(TrainConfig)
     assert not launch & schema_fields(SampleConfig)
+    assert not launch & schema_fields(RolloutConfig)
     assert "launch" not in schema_fields(TrainConfig) | schema_fields(SampleConfig)
+    assert "launch" not in schema_fields(RolloutConfig)
 
 
 def test_shipped_launch_configs_validate():

@@ -1,6 +1,6 @@
 """mhdsr launch on the real one-node SLURM cluster (scripts/local-slurm.sh): a 2-rank training job
-requeued mid-run, a training job hitting a (shortened) time limit, and a sampling job array with
-one task requeued. Every wait is bounded; job states come from squeue/scontrol (no sacct here).
+requeued mid-run, a training job hitting a (shortened) time limit, and a sampling and a forecast
+rollout job array, each with one task requeued. Every wait is bounded; job states come from squeue/scontrol (no sacct here).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 
+import h5py
 import pytest
 import submitit
 
@@ -190,3 +191,63 @@ def test_sbatch_refusal_is_one_clear_error(tmp_path, demo_shards, capsys):
     err = capsys.readouterr().err
     assert "error: submission failed: sbatch: error: " in err and "feature" in err.lower()
     assert list((run_dir / "jobs").iterdir()) == []  # no leftovers, no record
+
+
+@pytest.fixture(scope="module")
+def tiny_forecast(tmp_path_factory) -> tuple[Path, str]:
+    from forecast_helpers import tiny_forecaster
+
+    return tiny_forecaster(tmp_path_factory.mktemp("slurm_forecast"))
+
+
+def test_rollout_array_requeue_one_task_then_rerun_is_noop(tmp_path, tiny_forecast, capsys):
+    from forecast_helpers import rollout_overrides
+    from mhdsr.dataset.h5layout import output_path
+    from mhdsr.forecast.config import RolloutConfig
+    from mhdsr.forecast.rollout import list_work, run_rollout, status
+
+    ckpt, runs = tiny_forecast
+    out, ref = tmp_path / "rollouts", tmp_path / "ref"
+    over = rollout_overrides(ckpt, runs, out)
+    cfg = load_config(RolloutConfig, None, over)
+    launch_over = [*SLURM, "array_parallelism=1", "sims_per_task=2"]  # tasks one at a time
+    work = list_work(cfg)
+    files = [output_path(out, w) for w in work]
+
+    sub = launcher.submit_rollout(cfg, load_launch_config(None, launch_over))
+    assert sub is not None and (sub.kind, sub.num_tasks, sub.tasks) == ("rollout", 2, [0, 1])
+    j0, j1 = sub.jobs
+    assert (j0.job_id, j1.job_id) == (f"{sub.main_id}_0", f"{sub.main_id}_1")
+    assert wait_for_job(j0, timeout_s=180) == "COMPLETED"
+    mtimes = {f: f.stat().st_mtime_ns for f in (files[0], files[2])}
+
+    wait_for_state(j1.job_id, {"RUNNING"}, timeout_s=60)
+    assert not files[1].exists()  # requeued mid-run (the task needs seconds to import torch)
+    requeue_job(j1.job_id)
+    wait_for_state(j1.job_id, {"PENDING"}, timeout_s=60)
+    release_job(j1.job_id)
+    assert wait_for_job(j1, timeout_s=180) == "COMPLETED"
+
+    assert restart_count(j1.job_id) == 1 and restart_count(j0.job_id) == 0
+    assert {f: f.stat().st_mtime_ns for f in mtimes} == mtimes  # task 0's files not touched
+    assert status(cfg) == {"done": work, "pending": []}
+    assert j0.result()["done"] == [work[0], work[2]]
+    r1 = j1.result()  # the rerun wrote it, or found it complete if run 1 finished in KillWait
+    assert r1["done"] + r1["skipped"] == [work[1]]
+    run_rollout(load_config(RolloutConfig, None, rollout_overrides(ckpt, runs, ref)))
+    for w, f in zip(work, files):  # the same bytes as one process writes
+        with h5py.File(f) as a, h5py.File(output_path(ref, w)) as b:
+            assert a["forecast"][()].tobytes() == b["forecast"][()].tobytes()
+
+    # resubmitting with everything complete submits nothing
+    records = sorted((out / "jobs").glob("*_submission.json"))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    capsys.readouterr()
+    assert main(["launch", "rollout", "--config", str(empty), *over, *launch_over]) == 0
+    assert "nothing to submit" in capsys.readouterr().out
+    assert sorted((out / "jobs").glob("*_submission.json")) == records
+    assert main(["launch", "status", "--job-dir", str(out / "jobs")]) == 0
+    text = capsys.readouterr().out
+    assert f"rollout {sub.main_id} (slurm): 2 COMPLETED" in text
+    assert text.splitlines()[-1] == f"sims now: 3 done, 0 failed, 0 pending in {out}"

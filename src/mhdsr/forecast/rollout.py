@@ -25,7 +25,9 @@ Output ``<output_dir>/<resolution folder>__<run folder>.h5`` (names:
 ``prev`` feeds the linear-extrapolation baseline of ``mhdsr eval``. A file is written under a
 temporary name and renamed when complete; complete files made with the same settings are
 skipped (a killed run reruns only what is missing, with the same numbers), files made with
-other settings are refused. Ranks (torchrun / srun) take disjoint runs, round-robin.
+other settings are refused. Ranks (torchrun / srun) take disjoint runs, round-robin; the
+array tasks of ``mhdsr launch rollout`` (:mod:`mhdsr.launch`) take runs ``k, k + n, ...`` of
+:func:`list_work` (then the ranks of a task split its share).
 """
 
 from __future__ import annotations
@@ -362,22 +364,8 @@ def _task() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
-def run_rollout(cfg: RolloutConfig) -> dict[str, Any]:
-    """Roll out this task's share of the runs (see the module docstring).
-
-    Returns:
-        ``{"done", "skipped"}`` (sim names of this task), ``"files"``, ``"seconds"``.
-
-    Raises:
-        CheckpointError, ConfigError, AthenaKFormatError: a bad checkpoint or inputs, or an
-            existing output made with other settings (all before any file is written).
-    """
-    from mhdsr.model.inference import resolve_device
-
-    rank, world, local = _task()
-    device = resolve_device(cfg.device, local)
-    fm = load_forecast_model(cfg.checkpoint, cfg.weights, device)
-    plans = plan_runs(cfg, fm)
+def _check_settings(cfg: RolloutConfig, fm: Forecaster, plans: list[RunPlan]) -> None:
+    """Refuse complete output files made with other settings (before any file is written)."""
     for rp in plans:
         path = output_path(cfg.output_dir, rp.sim)
         old = read_settings(path)
@@ -389,22 +377,114 @@ def run_rollout(cfg: RolloutConfig) -> dict[str, Any]:
                 f"{path} exists and was made with other settings ({'; '.join(diff)}); use "
                 "another output_dir or delete it"
             )
+
+
+def prepare(
+    cfg: RolloutConfig, device: torch.device | str = "cpu"
+) -> tuple[Forecaster, list[RunPlan]]:
+    """Everything a rollout checks before writing: the checkpoint (a forecast export), the
+    inputs (:func:`plan_runs`) and existing outputs made with other settings. ``mhdsr launch
+    rollout`` runs it on cpu before submitting.
+
+    Raises:
+        CheckpointError, ConfigError, AthenaKFormatError: see :func:`run_rollout`.
+    """
+    fm = load_forecast_model(cfg.checkpoint, cfg.weights, device)
+    plans = plan_runs(cfg, fm)
+    _check_settings(cfg, fm, plans)
+    return fm, plans
+
+
+def list_work(cfg: RolloutConfig) -> list[str]:
+    """The runs' sim names in work order (that of :func:`plan_runs`: sorted run folders with at
+    least one initial snapshot); array task ``k`` of ``n`` takes entries ``k, k + n, ...``.
+    Loads the model on cpu (the selection depends on its cadence and history).
+
+    Raises:
+        CheckpointError, ConfigError, AthenaKFormatError: a bad checkpoint or inputs.
+    """
+    fm = load_forecast_model(cfg.checkpoint, cfg.weights, "cpu")
+    return [rp.sim for rp in plan_runs(cfg, fm)]
+
+
+def status(cfg: RolloutConfig, names: list[str] | None = None) -> dict[str, list[str]]:
+    """``{"done": [...], "pending": [...]}``: sims with / without a complete output file made
+    with the settings of ``cfg`` (a file with other settings counts as pending here; the
+    rollout itself refuses it).
+
+    Args:
+        names: the sims to check, a subset of :func:`list_work` (default: all of it).
+    """
+    fm = load_forecast_model(cfg.checkpoint, cfg.weights, "cpu")
+    out: dict[str, list[str]] = {"done": [], "pending": []}
+    for rp in plan_runs(cfg, fm):
+        if names is not None and rp.sim not in names:
+            continue
+        same = read_settings(output_path(cfg.output_dir, rp.sim)) == _settings(cfg, fm, rp)
+        out["done" if same else "pending"].append(rp.sim)
+    return out
+
+
+def run_rollout(
+    cfg: RolloutConfig, *, task_index: int | None = None, num_tasks: int | None = None
+) -> dict[str, Any]:
+    """Roll out this task's share of the runs (see the module docstring).
+
+    The share: array task ``task_index`` of ``num_tasks`` (``mhdsr launch rollout``) owns runs
+    ``k, k + n, ...`` of :func:`list_work`; within it, the ranks of a torchrun / srun launch
+    (:func:`_task`) take every ``world``-th run from ``rank``. Without ``task_index`` /
+    ``num_tasks`` the array split is 0 of 1 (all runs, split over the ranks). A run's file does
+    not depend on which task or rank writes it (noise is keyed per sim, initial snapshot, step
+    and member). Each file is written under a lock (:func:`mhdsr.sample.bulk.sim_lock`), so two
+    tasks never write the same run at once: a run locked by another live task is left to it
+    (``busy``).
+
+    Returns:
+        ``{"done", "skipped", "busy"}`` (sim names of this task), ``"files"``, ``"seconds"``,
+        ``"task"`` (``[rank, world]``), ``"task_index"``, ``"num_tasks"``, ``"output_dir"``.
+
+    Raises:
+        CheckpointError, ConfigError, AthenaKFormatError: a bad checkpoint or inputs, or an
+            existing output made with other settings (all before any file is written).
+    """
+    from mhdsr.model.inference import resolve_device
+    from mhdsr.sample.bulk import sim_lock
+
+    if task_index is None and num_tasks is None:
+        task_index, num_tasks = 0, 1
+    elif task_index is None or num_tasks is None:
+        raise ConfigError("run_rollout: give both task_index and num_tasks, or neither")
+    if not (num_tasks >= 1 and 0 <= task_index < num_tasks):
+        raise ConfigError(
+            f"run_rollout: need 0 <= task_index < num_tasks, got {task_index}, {num_tasks}"
+        )
+    rank, world, local = _task()
+    device = resolve_device(cfg.device, local)
+    fm, plans = prepare(cfg, device)
     out = make_output_dir(cfg.output_dir, "output_dir")
-    if rank == 0:
+    if rank == 0 and task_index == 0:
         write_text_atomic(
             out / CONFIG_NAME,
             f"# checkpoint file: {fm.path}\n# checkpoint sha256: {fm.sha256} (step {fm.step})\n"
             + to_yaml(cfg),
         )
-    mine = plans[rank::world]
-    done, skipped, t0 = [], [], time.perf_counter()
+    mine = plans[task_index::num_tasks][rank::world]
+    done, skipped, busy, t0 = [], [], [], time.perf_counter()
     for rp in mine:
         path = output_path(cfg.output_dir, rp.sim)
         if read_settings(path) is not None:
             skipped.append(rp.sim)
             continue
-        ts = time.perf_counter()
-        rollout_run(cfg, fm, rp, device)
+        with sim_lock(path) as held:  # one writer per run, even across submissions
+            if not held:
+                busy.append(rp.sim)
+                log.info("%s: another live task is writing it: left to that task", rp.sim)
+                continue
+            if read_settings(path) is not None:  # completed meanwhile by another task
+                skipped.append(rp.sim)
+                continue
+            ts = time.perf_counter()
+            rollout_run(cfg, fm, rp, device)
         done.append(rp.sim)
         log.info(
             "%s: %d initial state(s) x %d step(s) (%s) in %.1f s -> %s",
@@ -413,9 +493,13 @@ def run_rollout(cfg: RolloutConfig) -> dict[str, Any]:
     return {
         "done": done,
         "skipped": skipped,
+        "busy": busy,
         "files": [str(output_path(cfg.output_dir, rp.sim)) for rp in mine],
         "seconds": time.perf_counter() - t0,
         "task": [rank, world],
+        "task_index": task_index,
+        "num_tasks": num_tasks,
+        "output_dir": str(cfg.output_dir),
     }
 
 
@@ -426,7 +510,9 @@ def run_rollout_cli(cfg: RolloutConfig) -> int:
     res = run_rollout(cfg)
     print(
         f"mhdsr forecast rollout (task {res['task'][0]}/{res['task'][1]}): {len(res['done'])} "
-        f"file(s) written, {len(res['skipped'])} already complete -> {cfg.output_dir} "
+        f"file(s) written, {len(res['skipped'])} already complete"
+        + (f", {len(res['busy'])} being written by another task" if res["busy"] else "")
+        + f" -> {cfg.output_dir} "
         f"({res['seconds']:.1f} s)",
         file=sys.stdout,
     )

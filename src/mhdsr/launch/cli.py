@@ -1,8 +1,9 @@
-"""``mhdsr launch {train,sample,status}``: submit to SLURM (or run locally) with submitit.
+"""``mhdsr launch {train,forecast,sample,rollout,status}``: submit to SLURM (or run locally) with submitit.
 
     mhdsr launch train  --config TRAIN.yaml  [--launch LAUNCH.yaml] [--dry-run] [--force] [key=value ...]
     mhdsr launch forecast --config FORECAST.yaml [--launch LAUNCH.yaml] [--dry-run] [--force] [key=value ...]
     mhdsr launch sample --config SAMPLE.yaml [--launch LAUNCH.yaml] [--dry-run] [--force] [key=value ...]
+    mhdsr launch rollout --config ROLLOUT.yaml [--launch LAUNCH.yaml] [--dry-run] [--force] [key=value ...]
     mhdsr launch status --job-dir DIR
 
 Submission and ``--dry-run`` run the same checks first (:func:`mhdsr.launch.submit.preflight`):
@@ -10,7 +11,7 @@ the job's own start-up checks, no live job of the same kind on the same folders 
 overrides), and the request against the SLURM partition (:mod:`mhdsr.launch.cluster`).
 
 ``key=value`` overrides are the same as for ``mhdsr train`` / ``mhdsr forecast train`` /
-``mhdsr sample``, plus launch
+``mhdsr sample`` / ``mhdsr forecast rollout``, plus launch
 settings, bare (``nodes=4 time=24h``) or prefixed (``launch.nodes=4``); see
 :func:`mhdsr.launch.config.split_overrides` for the (unambiguous) routing rule.
 """
@@ -38,7 +39,10 @@ _ROUTING = (
     "Everything is validated before submission, and everything the job checks at start is "
     "checked here too (also by --dry-run), with the request against the SLURM partition."
 )
-_WHAT = {"train": "train", "forecast": "forecast train", "sample": "sample"}
+_WHAT = {"train": "train", "forecast": "forecast train", "sample": "sample",
+         "rollout": "forecast rollout"}  # fmt: skip
+#: kinds submitted as a job array over the simulations not yet done
+_ARRAYS = ("sample", "rollout")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,10 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "launch",
-        help="submit training / sampling to SLURM with submitit (or run locally)",
-        description="Submit jobs with submitit. Training: one multi-node job, one rank per GPU, "
-        "requeued on timeout/preemption and resumed from the newest checkpoint. Sampling: a job "
-        "array over the simulations not yet generated.",
+        help="submit training / sampling / forecast rollouts to SLURM with submitit (or run "
+        "locally)",
+        description="Submit jobs with submitit. Training (SR or forecast): one multi-node job, "
+        "one rank per GPU, requeued on timeout/preemption and resumed from the newest "
+        "checkpoint. Sampling and forecast rollouts: a job array over the simulations not yet "
+        "generated (complete files with the same settings are skipped).",
     )
     lsub = p.add_subparsers(dest="launch_command", metavar="WHAT", required=True)
     for kind, text, example in (
@@ -66,6 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("sample", "submit a sampling job array (SAMPLE config + launch settings)",
          "mhdsr launch sample --config SAMPLE.yaml --launch configs/launch/slurm.yaml "
          "gpus_per_node=1 array_parallelism=16 time=2h"),
+        ("rollout", "submit a forecast rollout job array (ROLLOUT config + launch settings): "
+         "array task k of n rolls out runs k, k+n, ... of those without a complete file "
+         "made with the same settings; resubmitting does only what is missing",
+         "mhdsr launch rollout --config configs/forecast/rollout-demo.yaml --launch "
+         "configs/launch/slurm.yaml gpus_per_node=1 sims_per_task=4 array_parallelism=16 "
+         "time=2h"),
     ):  # fmt: skip
         q = lsub.add_parser(
             kind,
@@ -75,9 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         overrides = (
-            "array_parallelism=8 time=2h"
-            if kind == "sample"
-            else "nodes=2 gpus_per_node=4 time=24h"
+            "array_parallelism=8 time=2h" if kind in _ARRAYS else "nodes=2 gpus_per_node=4 time=24h"
         )
         add_config_args(q, print_config=False, example=overrides)  # --dry-run prints both
         q.add_argument("--launch", metavar="FILE", default=None, help=_LAUNCH_HELP)
@@ -92,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--force",
             action="store_true",
             help=f"submit even if a {kind} job for the same "
-            f"{'output_dir' if kind == 'sample' else 'run_dir'} or job folder is still pending "
+            f"{'output_dir' if kind in _ARRAYS else 'run_dir'} or job folder is still pending "
             "or running",
         )
         q.set_defaults(func=_run, kind=kind)
@@ -102,9 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Per submission in a job folder (--job-dir: the submission's job_dir, by default "
         "<run_dir>/jobs or <output_dir>/jobs): "
         "each job's SLURM state with its reason (e.g. PENDING (Resources)), restarts, its log file, "
-        "its own progress (training: steps this job made; sampling: sims and samples per array "
-        "task) and, for FAILED, the last error line of its log; then the sims done / failed / "
-        "pending now. Exit status 1 if a record or result file cannot be read.",
+        "its own progress (training: steps this job made; sampling and rollouts: sims per array "
+        "task, and samples for sampling) and, for FAILED, the last error line of its log; then "
+        "the sims done / failed / pending now. Exit status 1 if a record or result file cannot "
+        "be read.",
     )
     s.add_argument("--job-dir", required=True, metavar="DIR", help="job folder of a launch")
     s.set_defaults(func=_status)
@@ -119,6 +130,10 @@ def _target_schema(kind: str, args: argparse.Namespace | None = None) -> type:
         from mhdsr.forecast.config import train_schema_of
 
         return train_schema_of(args)
+    if kind == "rollout":
+        from mhdsr.forecast.config import RolloutConfig
+
+        return RolloutConfig
     from mhdsr.sample.config import SampleConfig
 
     return SampleConfig
@@ -147,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         task_cls = factory.task_class(cfg) if factory is not None else None
         pre = launcher.preflight(
-            "train" if trains else "sample", cfg, launch, force=args.force, task_cls=task_cls
+            "train" if trains else args.kind, cfg, launch, force=args.force, task_cls=task_cls
         )
         name = launch.job_name or f"mhdsr-{args.kind}"
         params = executor_parameters(
@@ -161,8 +176,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"# fits {pre.partition}")
         elif pre.partition:
             print(f"# {pre.partition}")
-        if args.kind == "sample":
-            print(f"# {launcher.describe_sample_plan(pre.cfg, launch)}")
+        if args.kind in _ARRAYS:
+            print(f"# {launcher.describe_bulk_plan(args.kind, pre.cfg, launch)}")
         for w in pre.warnings:
             print(f"warning: {w}", file=sys.stderr)
         print("# checks passed; dry run: nothing submitted")
@@ -172,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.kind == "train":
         sub = launcher.submit_train(cfg, launch, force=args.force)
     else:
-        sub = launcher.submit_sample(cfg, launch, force=args.force)
+        sub = launcher.submit_bulk(args.kind, cfg, launch, force=args.force)
         if sub is None:
             print(f"nothing to submit: every simulation is complete in {cfg.output_dir}")
             return 0

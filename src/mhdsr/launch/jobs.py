@@ -9,7 +9,8 @@ rank 0 calls ``checkpoint()``, pickles what it returns, runs ``scontrol requeue`
 other ranks are stopped by SLURM. No collective runs in that handler: training saves checkpoints
 periodically (``checkpoint.every``) and a restarted job resumes from the NEWEST complete one on
 disk (:func:`mhdsr.train.task.train` reads ``run_dir``), not from one fixed at submission.
-Sampling tasks skip completed files, so a restarted array task redoes only what is missing.
+Sampling and rollout array tasks skip completed files, so a restarted array task redoes only
+what is missing.
 """
 
 from __future__ import annotations
@@ -116,13 +117,44 @@ class ForecastTrainJob(TrainJob):
         return DelayedSubmission(ForecastTrainJob(self.train_config))
 
 
-class SampleJob(Checkpointable):
-    """Array task ``task_index`` of ``num_tasks``: generates its share of the work list.
+class ArrayJob(Checkpointable):
+    """Array task ``task_index`` of ``num_tasks`` of a bulk job (sampling, rollouts): runs its
+    share of the work list, items k, k + n, k + 2n, ... (n = ``num_tasks``).
 
-    Task k processes simulations k, k + n, k + 2n, ... of ``list_work(cfg)`` (n = ``num_tasks``)
-    with :func:`mhdsr.sample.bulk.run_sample`, which skips complete output files and writes
-    atomically, so a rerun, requeue or resubmission only generates what is missing. The
-    inherited ``checkpoint()`` resubmits the same call.
+    The bulk runners skip complete output files and write atomically, so a rerun, requeue or
+    resubmission only does what is missing: the inherited ``checkpoint()`` resubmits the same
+    call. Subclasses name the config schema and the runner (:meth:`run`).
+
+    Args:
+        config: the resolved config as a plain dict.
+        task_index: k, in ``[0, num_tasks)``.
+        num_tasks: n, the stride over the work list.
+    """
+
+    #: the banner's word for the task ("sample task 3/16")
+    what = "array"
+
+    def __init__(self, config: dict[str, Any], task_index: int, num_tasks: int) -> None:
+        if not 0 <= task_index < num_tasks:
+            raise ValueError(f"task_index {task_index} not in [0, {num_tasks})")
+        self.config = config
+        self.task_index = task_index
+        self.num_tasks = num_tasks
+
+    def __call__(self) -> dict[str, Any]:
+        """Returns the runner's summary (sim names done / skipped / ... of this task)."""
+        _banner(f"{self.what} task {self.task_index}/{self.num_tasks}")
+        if not logging.getLogger().handlers:  # as the CLI: progress lines in the job log
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        return self.run()
+
+    def run(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SampleJob(ArrayJob):
+    """Sampling array task: :func:`mhdsr.sample.bulk.run_sample` on simulations k, k + n, ... of
+    ``list_work(cfg)`` (see :class:`ArrayJob`).
 
     Args:
         sample_config: the resolved sample config as a plain dict.
@@ -130,22 +162,42 @@ class SampleJob(Checkpointable):
         num_tasks: n, the stride over the work list.
     """
 
-    def __init__(self, sample_config: dict[str, Any], task_index: int, num_tasks: int) -> None:
-        if not 0 <= task_index < num_tasks:
-            raise ValueError(f"task_index {task_index} not in [0, {num_tasks})")
-        self.sample_config = sample_config
-        self.task_index = task_index
-        self.num_tasks = num_tasks
+    what = "sample"
 
-    def __call__(self) -> dict[str, Any]:
+    @property
+    def sample_config(self) -> dict[str, Any]:
+        return self.config
+
+    def run(self) -> dict[str, Any]:
         """Returns :func:`~mhdsr.sample.bulk.run_sample`'s summary: ``done``, ``skipped``,
         ``failed`` (simulation names of this task), ``errors``, ``samples``, timings."""
-        _banner(f"sample task {self.task_index}/{self.num_tasks}")
-        if not logging.getLogger().handlers:  # as `mhdsr sample`: progress lines in the job log
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         from mhdsr.config import from_dict
         from mhdsr.sample.bulk import run_sample
         from mhdsr.sample.config import SampleConfig
 
-        cfg = from_dict(SampleConfig, self.sample_config)
+        cfg = from_dict(SampleConfig, self.config)
         return run_sample(cfg, task_index=self.task_index, num_tasks=self.num_tasks)
+
+
+class RolloutJob(ArrayJob):
+    """Forecast rollout array task: :func:`mhdsr.forecast.rollout.run_rollout` on runs k, k + n,
+    ... of ``mhdsr.forecast.rollout.list_work(cfg)`` (see :class:`ArrayJob`); a run's file is
+    the same whichever task writes it.
+
+    Args:
+        config: the resolved :class:`~mhdsr.forecast.config.RolloutConfig` as a plain dict.
+        task_index: k, in ``[0, num_tasks)``.
+        num_tasks: n, the stride over the work list.
+    """
+
+    what = "rollout"
+
+    def run(self) -> dict[str, Any]:
+        """Returns :func:`~mhdsr.forecast.rollout.run_rollout`'s summary: ``done``,
+        ``skipped``, ``busy`` (sim names of this task), ``files``, ``seconds``."""
+        from mhdsr.config import from_dict
+        from mhdsr.forecast.config import RolloutConfig
+        from mhdsr.forecast.rollout import run_rollout
+
+        cfg = from_dict(RolloutConfig, self.config)
+        return run_rollout(cfg, task_index=self.task_index, num_tasks=self.num_tasks)

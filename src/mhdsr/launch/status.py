@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mhdsr.config import from_dict
-from mhdsr.errors import CheckpointError
-from mhdsr.launch.submit import ENDED_STATES, LaunchError, sample_api
+from mhdsr.errors import CheckpointError, MhdsrError
+from mhdsr.launch.submit import BULK_KINDS, ENDED_STATES, LaunchError, bulk_api
 
 
 def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
@@ -170,8 +170,8 @@ _RECORD_KEYS: dict[str, type] = {
 }  # fmt: skip
 _KIND_KEYS: dict[str, dict[str, type]] = {
     "train": {"run_dir": str, "config": dict},
-    "sample": {"config": dict, "num_tasks": int, "tasks": list,
-               "pending_at_submission": list, "output_dir": str},
+    **{k: {"config": dict, "num_tasks": int, "tasks": list,
+           "pending_at_submission": list, "output_dir": str} for k in BULK_KINDS},
 }  # fmt: skip
 
 
@@ -261,9 +261,12 @@ def read_status(job_dir: str | Path) -> dict[str, Any]:
         was submitted to make), ``failed`` (those of them still incomplete whose task reported
         them failed or ended without success) and ``tasks`` (``{job id: {index, sims, done,
         samples}}``: per array task its sims, how many are complete now, and the progress bar's
-        ``[done, total]`` samples of the sim being written, if any). ``sims`` (when there was
-        a sampling submission) splits the newest sampling config's work list by the files on
-        disk now into ``done``, ``failed`` and ``pending``, plus ``output_dir``.
+        ``[done, total]`` samples of the sim being written, if any). Rollout entries
+        (``mhdsr launch rollout``) are the same (their tasks print no progress bar).
+        ``sims`` (when there was a sampling or rollout submission) splits the newest such
+        config's work list by the files on disk now into ``done``, ``failed`` and ``pending``,
+        plus ``output_dir``; a record whose work list cannot be built now (inputs or
+        checkpoint gone) is reported in ``unreadable``.
 
     Raises:
         LaunchError: the folder holds no submission record.
@@ -287,9 +290,9 @@ def read_status(job_dir: str | Path) -> dict[str, Any]:
         try:
             rec = read_record(rec_path)
             cfg = None
-            if rec["kind"] == "sample":
-                sample_cls, list_work, status = sample_api()
-                cfg = from_dict(sample_cls, rec["config"])
+            if rec["kind"] in BULK_KINDS:
+                api = bulk_api(rec["kind"])
+                cfg = from_dict(api.schema, rec["config"])
         except ValueError as e:  # also ConfigError: the recorded config no longer validates
             unreadable.append({"record": str(rec_path), "error": str(e)})
             continue
@@ -325,8 +328,13 @@ def read_status(job_dir: str | Path) -> dict[str, Any]:
             entry.update(run_dir=rec["run_dir"], step=step, own_steps=own,
                          max_steps=int(rec["config"]["max_steps"]))  # fmt: skip
         else:
-            work = list(list_work(cfg))
-            now = status(cfg)
+            try:
+                work = list(api.list_work(cfg))
+                now = api.status(cfg)
+            except MhdsrError as e:  # inputs or checkpoint gone since: reported, not guessed
+                unreadable.append({"record": str(rec_path),
+                                   "error": f"cannot list its work now: {e}"})  # fmt: skip
+                continue
             incomplete = set(now["pending"])
             index = {w: i for i, w in enumerate(work)}
             n, owner = int(rec["num_tasks"]), dict(zip(rec["tasks"], ids))

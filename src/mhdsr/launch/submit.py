@@ -1,10 +1,10 @@
-"""Submit training jobs and sampling job arrays with submitit; say where they and their logs are.
+"""Submit training jobs and sampling / rollout job arrays with submitit; say where they and their logs are.
 
 Side effects live here (the CLI only parses and prints). A submission writes into the job folder
 (``launch.job_dir``, default ``<run_dir>/jobs`` or ``<output_dir>/jobs``), next to submitit's own
 ``<id>_submitted.pkl`` / ``<id>_<task>_log.out`` / ``<id>_<task>_log.err`` files:
 
-    <id>_<kind>.yaml        resolved train or sample config the job runs
+    <id>_<kind>.yaml        resolved train, sample or rollout config the job runs
     <id>_launch.yaml        resolved launch config
     <id>_submission.json    what was submitted (kind, executor, job ids, array plan, time)
 
@@ -36,7 +36,7 @@ from mhdsr.config import to_dict, to_yaml
 from mhdsr.errors import ConfigError, MhdsrError
 from mhdsr.io_utils import write_json_atomic, write_text_atomic
 from mhdsr.launch.config import LaunchConfig, executor_parameters, format_minutes
-from mhdsr.launch.jobs import SampleJob, TrainJob
+from mhdsr.launch.jobs import RolloutJob, SampleJob, TrainJob
 
 #: SLURM states after which a job does not run again by itself (squeue / scontrol names)
 ENDED_STATES = frozenset(
@@ -54,15 +54,15 @@ class Submission:
     """What one ``mhdsr launch`` call submitted.
 
     Attributes:
-        kind: ``"train"`` or ``"sample"``.
+        kind: ``"train"``, or a bulk kind (:data:`BULK_KINDS`: ``"sample"``, ``"rollout"``).
         executor: ``slurm`` | ``local`` | ``debug``.
         job_dir: the submitit folder (absolute).
-        jobs: submitit jobs; training: one (``nodes * ranks`` tasks); sampling: one per array
-            element, in the order of ``tasks``.
+        jobs: submitit jobs; training: one (``nodes * ranks`` tasks); sampling / rollouts: one
+            per array element, in the order of ``tasks``.
         record: the ``<id>_submission.json`` file.
-        num_tasks: sampling: the stride n of the work list (0 for training).
-        tasks: sampling: the task index k run by each array element (empty for training).
-        pending: sampling: the simulations that were missing at submission.
+        num_tasks: bulk: the stride n of the work list (0 for training).
+        tasks: bulk: the task index k run by each array element (empty for training).
+        pending: bulk: the simulations that were missing at submission.
     """
 
     kind: str
@@ -295,8 +295,9 @@ def preflight(
     kind: str, cfg: Any, launch: LaunchConfig, *, force: bool = False, task_cls: Any = None
 ) -> Preflight:
     """Every check made before a submission (also by ``--dry-run``): the job's own start-up
-    checks (:func:`check_train` / :func:`check_sample`), no live job of the same kind on the
-    same folders (unless ``force``), and the request against the SLURM partition.
+    checks (:func:`check_train` / :func:`check_sample` / :func:`check_rollout`), no live job of
+    the same kind on the same folders (unless ``force``), and the request against the SLURM
+    partition. ``kind``: ``train`` or a bulk kind (:data:`BULK_KINDS`).
 
     Raises:
         ConfigError, LaunchError, MhdsrError: the first check that fails.
@@ -311,8 +312,9 @@ def preflight(
                 "tasks_per_node=N (configs/launch/slurm-cpu.yaml)"
             )
     else:
-        cfg = absolute_sample_config(cfg)
-        warnings = check_sample(cfg, launch)
+        api = bulk_api(kind)
+        cfg = api.absolute(cfg)
+        warnings = api.check(cfg, launch)
         base, what, nodes, tasks = cfg.output_dir, "output_dir", 1, 1
     job_dir = default_job_dir(launch, base)
     if not force:
@@ -433,6 +435,36 @@ def sample_warnings(cfg: Any, plan: Any) -> list[str]:
     return ema_warnings(cfg, plan)
 
 
+def check_rollout(cfg: Any, launch: LaunchConfig) -> list[str]:
+    """Everything a rollout array task would refuse at start, checked before submission:
+    device against GPUs, the checkpoint (exists, is a forecast export), the inputs (globs,
+    grids, initial snapshots), existing output files made with other settings
+    (:func:`mhdsr.forecast.rollout.prepare` on cpu), and that ``output_dir`` can be written.
+
+    Returns:
+        Warnings (none so far).
+
+    Raises:
+        ConfigError: ``device=cuda`` without ``gpus_per_node``; an unwritable ``output_dir``;
+            see ``prepare``.
+        LaunchError: no checkpoint.
+        MhdsrError: what the job would raise in ``prepare``.
+    """
+    if cfg.device == "cuda" and launch.gpus_per_node == 0:
+        raise ConfigError(
+            "config key 'device' is cuda but launch.gpus_per_node=0: request a GPU per array "
+            "task (gpus_per_node=1) or roll out with device=cpu"
+        )
+    if not Path(cfg.checkpoint).exists():
+        raise LaunchError(f"checkpoint={cfg.checkpoint}: no such run folder or weights file")
+    from mhdsr.forecast.rollout import prepare
+    from mhdsr.io_utils import make_output_dir
+
+    prepare(cfg, "cpu")
+    make_output_dir(cfg.output_dir, "output_dir")
+    return []
+
+
 def absolute_train_config(cfg: Any) -> Any:
     """Copy of a train config with ``run_dir`` and ``shards`` absolute (jobs may run elsewhere)."""
     return dataclasses.replace(
@@ -493,7 +525,7 @@ def submit_train(
 
 
 # ----------------------------------------------------------------------------------------------
-# Sampling
+# Job arrays over simulations: sampling, forecast rollouts
 # ----------------------------------------------------------------------------------------------
 
 
@@ -531,49 +563,117 @@ def plan_array(
     return n, sorted({index[p] % n for p in pending})
 
 
+@dataclass(frozen=True)
+class BulkAPI:
+    """What the array machinery needs of one bulk kind (sampling, forecast rollouts).
+
+    Attributes:
+        kind: ``sample`` | ``rollout`` (the record's ``kind``, the job-folder file names).
+        schema: the config class.
+        list_work: ``cfg -> [sim name, ...]`` in work order (task k of n owns k, k + n, ...).
+        status: ``cfg -> {"done": [...], "pending": [...]}`` from the files on disk.
+        job: the :class:`~mhdsr.launch.jobs.ArrayJob` subclass run by each array element.
+        absolute: ``cfg -> cfg`` with the paths made absolute (jobs may run elsewhere).
+        check: ``(cfg, launch) -> warnings``: the task's own start-up checks.
+    """
+
+    kind: str
+    schema: type
+    list_work: Callable[[Any], list[str]]
+    status: Callable[[Any], dict[str, list[str]]]
+    job: type
+    absolute: Callable[[Any], Any]
+    check: Callable[[Any, LaunchConfig], list[str]]
+
+
+#: the kinds submitted as job arrays over simulations
+BULK_KINDS = ("sample", "rollout")
+
+
+def bulk_api(kind: str) -> BulkAPI:
+    """The :class:`BulkAPI` of ``kind`` (imports its package on use).
+
+    Raises:
+        ValueError: not a bulk kind.
+    """
+    if kind == "sample":
+        from mhdsr.sample.bulk import list_work, status
+        from mhdsr.sample.config import SampleConfig
+
+        return BulkAPI("sample", SampleConfig, list_work, status, SampleJob,
+                       absolute_sample_config, check_sample)  # fmt: skip
+    if kind == "rollout":
+        from mhdsr.forecast.config import RolloutConfig
+        from mhdsr.forecast.rollout import list_work, status
+
+        return BulkAPI("rollout", RolloutConfig, list_work, status, RolloutJob,
+                       absolute_rollout_config, check_rollout)  # fmt: skip
+    raise ValueError(f"not a bulk kind: {kind!r} (one of {', '.join(BULK_KINDS)})")
+
+
 def sample_api() -> tuple[Any, Any, Any]:
     """``(SampleConfig, list_work, status)`` of :mod:`mhdsr.sample` (imported on use)."""
-    from mhdsr.sample.bulk import list_work, status
-    from mhdsr.sample.config import SampleConfig
+    api = bulk_api("sample")
+    return api.schema, api.list_work, api.status
 
-    return SampleConfig, list_work, status
+
+def _absolute(p: str) -> str:
+    return str(Path(p).expanduser().resolve()) if p else p
 
 
 def absolute_sample_config(cfg: Any) -> Any:
     """Copy of a sample config with ``checkpoint``, ``output_dir``, ``shards`` and the
     ``inputs.runs`` globs absolute (relative to this process's working directory)."""
-
-    def absolute(p: str) -> str:
-        return str(Path(p).expanduser().resolve()) if p else p
-
-    inputs = dataclasses.replace(cfg.inputs, runs=[absolute(g) for g in cfg.inputs.runs])
+    inputs = dataclasses.replace(cfg.inputs, runs=[_absolute(g) for g in cfg.inputs.runs])
     return dataclasses.replace(
         cfg,
-        checkpoint=absolute(cfg.checkpoint),
-        output_dir=absolute(cfg.output_dir),
-        shards=absolute(cfg.shards),
+        checkpoint=_absolute(cfg.checkpoint),
+        output_dir=_absolute(cfg.output_dir),
+        shards=_absolute(cfg.shards),
         inputs=inputs,
     )
 
 
-def plan_sample(cfg: Any, launch: LaunchConfig) -> tuple[list[str], list[str], int, list[int]]:
-    """The array a sampling launch would submit now: ``(work, pending, n, tasks)``.
+def absolute_rollout_config(cfg: Any) -> Any:
+    """Copy of a rollout config with ``checkpoint``, ``output_dir`` and the ``inputs.runs``
+    globs absolute (relative to this process's working directory)."""
+    inputs = dataclasses.replace(cfg.inputs, runs=[_absolute(g) for g in cfg.inputs.runs])
+    return dataclasses.replace(
+        cfg, checkpoint=_absolute(cfg.checkpoint), output_dir=_absolute(cfg.output_dir),
+        inputs=inputs,
+    )  # fmt: skip
 
-    ``work`` and ``pending`` come from ``list_work`` / ``status`` (the files on disk); ``n`` and
-    ``tasks`` from :func:`plan_array`, capped by ``max_array_size`` on SLURM and by
-    ``array_parallelism`` for the local and debug executors (which have no queue).
+
+def plan_bulk(
+    kind: str, cfg: Any, launch: LaunchConfig
+) -> tuple[list[str], list[str], int, list[int]]:
+    """The array a sampling or rollout launch would submit now: ``(work, pending, n, tasks)``.
+
+    ``work`` and ``pending`` come from the kind's ``list_work`` / ``status`` (the files on
+    disk); ``n`` and ``tasks`` from :func:`plan_array`, capped by ``max_array_size`` on SLURM
+    and by ``array_parallelism`` for the local and debug executors (which have no queue).
     """
-    _, list_work, status = sample_api()
-    work = list(list_work(cfg))
-    pending = list(status(cfg)["pending"])
+    api = bulk_api(kind)
+    work = list(api.list_work(cfg))
+    pending = list(api.status(cfg)["pending"])
     cap = launch.max_array_size if launch.executor == "slurm" else launch.array_parallelism
     n, tasks = plan_array(work, pending, launch.sims_per_task, cap)
     return work, pending, n, tasks
 
 
-def describe_sample_plan(cfg: Any, launch: LaunchConfig) -> str:
+def plan_sample(cfg: Any, launch: LaunchConfig) -> tuple[list[str], list[str], int, list[int]]:
+    """:func:`plan_bulk` of a sampling launch."""
+    return plan_bulk("sample", cfg, launch)
+
+
+def plan_rollout(cfg: Any, launch: LaunchConfig) -> tuple[list[str], list[str], int, list[int]]:
+    """:func:`plan_bulk` of a rollout launch."""
+    return plan_bulk("rollout", cfg, launch)
+
+
+def describe_bulk_plan(kind: str, cfg: Any, launch: LaunchConfig) -> str:
     """One line: how many sims are pending and which array tasks would run them."""
-    work, pending, n, tasks = plan_sample(cfg, launch)
+    work, pending, n, tasks = plan_bulk(kind, cfg, launch)
     if not tasks:
         return f"nothing to submit: all {len(work)} simulation(s) complete"
     return (
@@ -582,21 +682,32 @@ def describe_sample_plan(cfg: Any, launch: LaunchConfig) -> str:
     )
 
 
-def submit_sample(cfg: Any, launch: LaunchConfig, *, force: bool = False) -> Submission | None:
-    """Submit a job array over the simulations that are not complete yet.
+def describe_sample_plan(cfg: Any, launch: LaunchConfig) -> str:
+    """:func:`describe_bulk_plan` of a sampling launch."""
+    return describe_bulk_plan("sample", cfg, launch)
+
+
+def submit_bulk(
+    kind: str, cfg: Any, launch: LaunchConfig, *, force: bool = False
+) -> Submission | None:
+    """Submit a job array over the simulations that are not complete yet (``kind``: ``sample``
+    or ``rollout``).
 
     Returns None (and submits nothing) when every simulation is complete. Otherwise one array
-    element per task index k that owns pending work (:func:`plan_array`); element runs
-    ``run_sample(cfg, task_index=k, num_tasks=n)``. The array runs at most
-    ``launch.array_parallelism`` elements at once. The local executor starts every element at
-    once, so there the number of tasks is capped by ``array_parallelism`` instead of
-    ``max_array_size``; the debug executor runs them one after another in this process.
+    element per task index k that owns pending work (:func:`plan_array`); the element runs the
+    kind's job (:class:`~mhdsr.launch.jobs.SampleJob`: ``run_sample(cfg, task_index=k,
+    num_tasks=n)``; :class:`~mhdsr.launch.jobs.RolloutJob`: ``run_rollout(...)`` likewise). The
+    array runs at most ``launch.array_parallelism`` elements at once. The local executor starts
+    every element at once, so there the number of tasks is capped by ``array_parallelism``
+    instead of ``max_array_size``; the debug executor runs them one after another in this
+    process.
 
     Args:
-        cfg: validated sample config (paths made absolute here).
+        kind: ``sample`` | ``rollout``.
+        cfg: validated config of that kind (paths made absolute here).
         launch: validated launch config.
-        force: submit even if a sampling job for the same output_dir / job folder is live (each
-            sim file is still written by one task at a time: tasks lock it).
+        force: submit even if a job of this kind for the same output_dir / job folder is live
+            (each sim file is still written by one task at a time: tasks lock it).
 
     Returns:
         The :class:`Submission`, or None when nothing is pending.
@@ -604,19 +715,20 @@ def submit_sample(cfg: Any, launch: LaunchConfig, *, force: bool = False) -> Sub
     Raises:
         ConfigError, LaunchError, MhdsrError: see :func:`preflight` and :func:`make_executor`.
     """
-    pre = preflight("sample", cfg, launch, force=force)
+    api = bulk_api(kind)
+    pre = preflight(kind, cfg, launch, force=force)
     cfg, job_dir = pre.cfg, pre.job_dir
-    work, pending, n, tasks = plan_sample(cfg, launch)
+    work, pending, n, tasks = plan_bulk(kind, cfg, launch)
     if not tasks:
         return None
     ex = make_executor(
-        launch, job_dir, nodes=1, tasks_per_node=1, name=launch.job_name or "mhdsr-sample"
+        launch, job_dir, nodes=1, tasks_per_node=1, name=launch.job_name or f"mhdsr-{kind}"
     )
     if launch.executor == "slurm":
         ex.update_parameters(slurm_array_parallelism=launch.array_parallelism)
     cfg_dict = to_dict(cfg)
-    jobs = _submit(ex, [SampleJob(cfg_dict, k, n) for k in tasks])
-    sub = Submission("sample", launch.executor, job_dir, jobs, Path(), n, tasks, pending,
+    jobs = _submit(ex, [api.job(cfg_dict, k, n) for k in tasks])
+    sub = Submission(kind, launch.executor, job_dir, jobs, Path(), n, tasks, pending,
                      warnings=pre.warnings)  # fmt: skip
     extra = {"output_dir": str(cfg.output_dir), "work": len(work)}
     _append_ledger(cfg.output_dir, sub)
@@ -624,6 +736,18 @@ def submit_sample(cfg: Any, launch: LaunchConfig, *, force: bool = False) -> Sub
         extra["debug_results"] = {str(j.job_id): j.result() for j in jobs}
     sub.record = _write_record(sub, cfg, launch, extra=extra)
     return sub
+
+
+def submit_sample(cfg: Any, launch: LaunchConfig, *, force: bool = False) -> Submission | None:
+    """:func:`submit_bulk` of sampling: the array runs ``run_sample`` (see there)."""
+    return submit_bulk("sample", cfg, launch, force=force)
+
+
+def submit_rollout(cfg: Any, launch: LaunchConfig, *, force: bool = False) -> Submission | None:
+    """:func:`submit_bulk` of forecast rollouts: array element k runs
+    ``run_rollout(cfg, task_index=k, num_tasks=n)`` over the runs without a complete file made
+    with the same settings."""
+    return submit_bulk("rollout", cfg, launch, force=force)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -666,7 +790,7 @@ def describe(sub: Submission, launch: LaunchConfig) -> str:
     else:
         ids = ",".join(str(k) for k in sub.tasks)
         lines.append(
-            f"submitted sample {'array' if len(sub.jobs) > 1 else 'job'} {sub.main_id} ({sub.executor}): "
+            f"submitted {sub.kind} {'array' if len(sub.jobs) > 1 else 'job'} {sub.main_id} ({sub.executor}): "
             f"{len(sub.jobs)} task(s) of stride {sub.num_tasks} for {len(sub.pending)} pending sim(s), "
             f"at most {launch.array_parallelism} at once, time limit {format_minutes(launch.timeout_min)}"
         )
