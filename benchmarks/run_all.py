@@ -21,7 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-BENCHES = ("bench_reader", "bench_shards", "bench_train", "bench_loader", "bench_sampling", "bench_forecast")
+BENCHES = (
+    "bench_reader",
+    "bench_shards",
+    "bench_train",
+    "bench_loader",
+    "bench_sampling",
+    "bench_forecast",
+)
 
 
 def _flatten(prefix: str, obj, out: list[tuple[str, str]]) -> None:
