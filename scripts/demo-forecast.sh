@@ -10,8 +10,9 @@
 #                                                   the SR engine's UNet, method, EMA, DeepSpeed
 #   (2 and 3: DeepSpeed ZeRO-2, fp32 on CPU, 2 gloo ranks)
 #   4. rollouts  configs/forecast/rollout-demo.yaml 8-member ensembles, 20 steps (2 orbits) from
-#                                                   128^2 seed 6 (held out) and avgpool2(256^2 seed
-#                                                   4); the FNO's rollouts of the same states
+#                                                   128^2 seed 6 (held out), 10 steps from
+#                                                   avgpool2(256^2 seed 4); the FNO's rollouts of
+#                                                   the same states
 #   5. SR model  runs/demo/train (the `make demo` model): reused when `make demo` has trained it,
 #                else trained here with exactly the SR demo's commands (so `make demo` reuses it)
 #   6. chain     configs/sample/forecast-chain.yaml every member of the 256^2 seed's forecast at
@@ -44,9 +45,12 @@ stage "3/7 the generative forecaster: flow matching from the FNO's mean (same en
 torchrun2 forecast train --config configs/forecast/flow-cpu-small.yaml
 
 stage "4/7 ensemble rollouts (8 members x 20 steps = 2 orbits) and the FNO's rollouts"
+S4=("inputs.runs=[data/athenak/mri256_nu3e-5/seed_0004]" inputs.orbit_start=3.5 steps=10)
+FNO=(checkpoint=runs/demo-forecast/train output_dir=runs/demo-forecast/operator)
 run forecast rollout --config configs/forecast/rollout-demo.yaml
-run forecast rollout --config configs/forecast/rollout-demo.yaml \
-    checkpoint=runs/demo-forecast/train output_dir=runs/demo-forecast/operator
+run forecast rollout --config configs/forecast/rollout-demo.yaml "${S4[@]}"
+run forecast rollout --config configs/forecast/rollout-demo.yaml "${FNO[@]}"
+run forecast rollout --config configs/forecast/rollout-demo.yaml "${FNO[@]}" "${S4[@]}"
 
 stage "5/7 the super-resolution model (runs/demo/train)"
 if [ -f runs/demo/train/summary.json ]; then

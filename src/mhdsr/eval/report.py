@@ -648,7 +648,7 @@ def forecast_summary(metrics: Mapping[str, Any]) -> str:
     ]  # fmt: skip
     for ch in chains:
         if "curves" in ch:
-            parts += [f"## Chain {ch['sim']} (hi grid, {ch['members']} member(s); mean over channels)",
+            parts += [f"## Chain {ch['sim']} (hi grid, ensemble of {ch.get('ensemble', ch['members'])} per lead: forecast members x {ch['members']} SR sample(s); mean over channels)",
                       "", chain_table(ch), ""]  # fmt: skip
     parts += ["## Goals", "", goals_table(g)]
     if "ensemble" in g:
