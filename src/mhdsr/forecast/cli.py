@@ -1,4 +1,5 @@
-"""``mhdsr forecast {train,rollout}``: the neural-operator forecast of the lo-grid evolution.
+"""``mhdsr forecast {train,rollout}``: the forecast of the lo-grid evolution (the deterministic
+neural operator and the generative forecaster).
 
 ``train`` runs as one process or under torchrun / the deepspeed launcher / srun (rerunning the
 same command resumes from the latest checkpoint in ``run_dir``); ``mhdsr launch forecast``
@@ -17,10 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "forecast",
-        help="train the neural-operator forecast and roll it out (lo grid)",
-        description="Forecast the coarse (128^2) evolution with a Fourier neural operator; the "
-        "super-resolution model restores the small scales of each step (`mhdsr sample` with "
-        "inputs.kind=forecast).",
+        help="train the forecasters (FNO, generative) and roll them out as ensembles (lo grid)",
+        description="Forecast the coarse (128^2) evolution: a Fourier neural operator "
+        "(forecaster: operator) and the generative forecaster (forecaster: flow: conditional "
+        "flow matching of x(t+dt) | x(t) with the super-resolution engine); the "
+        "super-resolution model restores the small scales of each member at each lead "
+        "(`mhdsr sample` with inputs.kind=forecast).",
     )
     fsub = p.add_subparsers(dest="forecast_command", metavar="ACTION", required=True)
     add_config_command(
@@ -41,9 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         fsub,
         "rollout",
         help="autoregressive rollouts from initial snapshots to HDF5 (one file per run)",
-        description="Roll the exported forecast model out for `steps` steps from the chosen "
+        description="Roll the exported forecaster out for `steps` steps from the chosen "
         "initial snapshots of each run in inputs.runs (native lo runs, or hi runs via avgpool2); "
-        "writes forecast (N_init, L, C, h, w) in physical units and the truth where it exists. "
+        "writes forecast (N_init, L, C, h, w) in physical units (a generative forecaster: "
+        "`ensemble` member trajectories (N_init, E, L, C, h, w) with keyed noise and their mean) "
+        "and the truth where it exists. "
         "Complete files with the same settings are kept, so a rerun only does what is missing.",
         example="checkpoint=PATH output_dir=PATH steps=8",
         schema="mhdsr.forecast.config:RolloutConfig",

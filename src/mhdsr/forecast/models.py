@@ -98,7 +98,12 @@ def load_operator(checkpoint: str, weights: str = "ema", device: torch.device | 
     """
     from mhdsr.model.export import open_export
 
-    payload = open_export(checkpoint, forecast=True)
+    try:
+        payload = open_export(checkpoint, forecast=True)
+    except CheckpointError as e:  # name the key the operator came from
+        raise CheckpointError(
+            str(e).replace("config key 'checkpoint'", f"config key '{key}'")
+        ) from None
     if payload.get(H.FORECASTER, H.FORECASTER_OPERATOR) != H.FORECASTER_OPERATOR:
         raise CheckpointError(
             f"config key '{key}': {payload['path']} is a generative forecaster, not the "
