@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from mhdsr.cli import main
+from mhdsr.io_utils import sim_lock
 from mhdsr.launch import cluster
 from mhdsr.launch import status as launch_status
 from mhdsr.launch.config import load_launch_config
-from mhdsr.sample.bulk import sim_lock
 
 CPU8 = cluster.Partition("debug", None, None, None, None, [cluster.Node("vm", 8, 22899, 0, "IDLE")])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -293,3 +294,21 @@ def folder_lock(
             if locked:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
+
+
+@contextlib.contextmanager
+def sim_lock(path: Path) -> Any:
+    """Hold an exclusive ``flock`` on ``.<file>.lock`` next to a sim's output while writing it;
+    yields False (without waiting) when another live process holds it. The lock dies with its
+    process, so a killed task never leaves a sim locked."""
+    lock = path.parent / f".{path.name}.lock"
+    with lock.open("a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

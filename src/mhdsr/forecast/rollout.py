@@ -435,7 +435,7 @@ def run_rollout(
     (:func:`_task`) take every ``world``-th run from ``rank``. Without ``task_index`` /
     ``num_tasks`` the array split is 0 of 1 (all runs, split over the ranks). A run's file does
     not depend on which task or rank writes it (noise is keyed per sim, initial snapshot, step
-    and member). Each file is written under a lock (:func:`mhdsr.sample.bulk.sim_lock`), so two
+    and member). Each file is written under a lock (:func:`mhdsr.io_utils.sim_lock`), so two
     tasks never write the same run at once: a run locked by another live task is left to it
     (``busy``).
 
@@ -447,8 +447,8 @@ def run_rollout(
         CheckpointError, ConfigError, AthenaKFormatError: a bad checkpoint or inputs, or an
             existing output made with other settings (all before any file is written).
     """
+    from mhdsr.io_utils import sim_lock
     from mhdsr.model.inference import resolve_device
-    from mhdsr.sample.bulk import sim_lock
 
     if task_index is None and num_tasks is None:
         task_index, num_tasks = 0, 1

@@ -30,8 +30,6 @@ missing sims and gives the same files as an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -46,7 +44,7 @@ import torch
 from mhdsr.config import to_yaml
 from mhdsr.dataset.h5layout import SETTINGS
 from mhdsr.errors import CheckpointError, ConfigError, MhdsrError, ShardError
-from mhdsr.io_utils import make_output_dir
+from mhdsr.io_utils import make_output_dir, sim_lock
 from mhdsr.model.inference import LoadedModel, load_model, resolve_device
 from mhdsr.sample.config import SampleConfig
 from mhdsr.sample.h5out import SimWriter, output_path, read_settings, settings_diff
@@ -103,24 +101,6 @@ def status(cfg: SampleConfig, names: list[str] | None = None) -> dict[str, list[
         done = read_settings(output_path(cfg.output_dir, name)) is not None
         out["done" if done else "pending"].append(name)
     return out
-
-
-@contextlib.contextmanager
-def sim_lock(path: Path) -> Any:
-    """Hold an exclusive ``flock`` on ``.<file>.lock`` next to a sim's output while writing it;
-    yields False (without waiting) when another live process holds it. The lock dies with its
-    process, so a killed task never leaves a sim locked."""
-    lock = path.parent / f".{path.name}.lock"
-    with lock.open("a") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def assigned(names: list[str], task_index: int, num_tasks: int) -> list[str]:
