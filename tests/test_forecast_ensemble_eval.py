@@ -350,3 +350,27 @@ def test_eval_cli_ensemble_goals_report_and_figures(tmp_path: Path, monkeypatch,
     for name in ("forecast_ensemble_energy_vs_lead.png", "forecast_ensemble_spectra.png",
                  "forecast_crps_vs_lead.png"):  # fmt: skip
         assert (tmp_path / "eval" / "figures" / name).is_file() and f"figures/{name}" in report
+
+
+def test_finite_span_pools_rollouts_of_different_lengths(tmp_path: Path) -> None:
+    """A finite 1-step rollout does not shorten the finite span of a finite 3-step one; a NaN
+    at step 2 of the longer one does."""
+    from mhdsr.eval.forecast import reduce_rollouts, score_rollout
+
+    rng = np.random.default_rng(3)
+    files = []
+    for name, steps in (("a", 1), ("b", 3)):
+        truth, members = _calibrated(rng, 1, 2, steps)
+        isn, tsn = _snaps(1, steps)
+        files.append(write_rollout(tmp_path / f"{name}.h5", init=truth[:, 0], truth=truth,
+                                   tsnap=tsn, init_snapshot=isn, sim=f"syn/seed_000{len(files)}",
+                                   members=members))  # fmt: skip
+    out = reduce_rollouts([score_rollout(f) for f in files])
+    assert out["all"]["rollout_orbits"] == 1.5 and out["all"]["finite_orbits"] == 1.5
+    truth, members = _calibrated(rng, 1, 2, 3)
+    members[:, :, 1] = np.nan
+    isn, tsn = _snaps(1, 3)
+    bad = write_rollout(tmp_path / "c.h5", init=truth[:, 0], truth=truth, tsnap=tsn,
+                        init_snapshot=isn, sim="syn/seed_0009", members=members)  # fmt: skip
+    out = reduce_rollouts([score_rollout(f) for f in (*files, bad)])
+    assert out["all"]["finite_orbits"] == 0.5

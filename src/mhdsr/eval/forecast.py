@@ -692,8 +692,13 @@ def reduce_rollouts(scores: list[RolloutScore]) -> dict[str, Any]:
         "sims": [s.sim for s in scores],
         "curves": _reduce(pooled, ptruth, lead_orbits, channels, n, 2 * n),
         "truth": _truth_curve(ptruth, lead_orbits, channels),
-        "finite_orbits": min(s.finite_leads * s.dt_orbits for s in scores),
-        "rollout_orbits": min(s.steps * s.dt_orbits for s in scores),
+        # how long every rollout stays finite: a file finite to its own (shorter) end does not
+        # shorten it; the longest rollout sets how far that can be judged
+        "finite_orbits": min(
+            [s.finite_leads * s.dt_orbits for s in scores if s.finite_leads < s.steps],
+            default=max(s.steps * s.dt_orbits for s in scores),
+        ),
+        "rollout_orbits": max(s.steps * s.dt_orbits for s in scores),
         "forecaster": scores[0].forecaster,
         "ensemble": scores[0].ensemble,
     }
