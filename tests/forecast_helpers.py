@@ -145,4 +145,5 @@ def tiny_forecaster(root: Path) -> tuple[Path, str]:
 def rollout_overrides(ckpt: Path, runs: str, out: Path) -> list[str]:
     """``mhdsr forecast rollout`` overrides: 2 initial states (0.5, 1 orbit) x 2 steps per run."""
     return [f"checkpoint={ckpt}", f"output_dir={out}", f"inputs.runs=[{runs}]",
-            "inputs.orbit_start=0.5", "inputs.orbit_end=1.0", "steps=2", "device=cpu"]  # fmt: skip
+            "inputs.orbit_start=0.5", "inputs.orbit_end=1.0", "inputs.stride=1", "steps=2",
+            "device=cpu"]  # fmt: skip

@@ -148,7 +148,8 @@ def test_rollout_whose_truths_disagree_is_refused(tmp_path, capsys, monkeypatch,
     monkeypatch.chdir(repo)
     _rollout(tmp_path / "samples" / "r.h5", swap_truth=swap)
     args = ["eval", "--config", "configs/eval/forecast-demo.yaml", f"samples={tmp_path / 'samples'}",
-            f"output_dir={tmp_path / 'eval'}", "forecast.hst_check=false", "forecast.field_leads=[1]"]  # fmt: skip
+            f"output_dir={tmp_path / 'eval'}", "forecast.hst_check=false", "forecast.field_leads=[1]",
+            "forecast.operator_rollouts=''", "forecast.climatology.runs=[]"]  # fmt: skip
     rc = main(args)
     err = capsys.readouterr().err
     if not swap:

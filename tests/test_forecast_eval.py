@@ -57,7 +57,8 @@ def rollout_file(tmp_path: Path) -> tuple[Path, dict]:
 
 def _eval(tmp: Path, *extra: str) -> dict:
     args = ["eval", "--config", "configs/eval/forecast-demo.yaml", f"samples={tmp / 'samples'}",
-            f"output_dir={tmp / 'eval'}", "forecast.hst_check=false", "forecast.field_leads=[1]", *extra]  # fmt: skip
+            f"output_dir={tmp / 'eval'}", "forecast.hst_check=false", "forecast.field_leads=[1]",
+            "forecast.operator_rollouts=''", "forecast.climatology.runs=[]", *extra]  # fmt: skip
     assert main(args) == 0
     return json.loads((tmp / "eval" / "metrics.json").read_text())
 

@@ -61,7 +61,7 @@ def _rollout(root, out, *extra):
     args = ["forecast", "rollout", "--config", str(REPO / "configs/forecast/rollout-demo.yaml"),
             f"checkpoint={root / 'flow'}", f"output_dir={out}",
             f"inputs.runs=[{root / 'syn' / 'seed_0002'}]", "inputs.orbit_start=0.5",
-            "inputs.orbit_end=1.0", "steps=2", "device=cpu", "sampler.name=heun",
+            "inputs.orbit_end=1.0", "inputs.stride=1", "steps=2", "device=cpu", "sampler.name=heun",
             "sampler.steps=2", *extra]  # fmt: skip
     assert main(args) == 0
     with h5py.File(out / "syn__seed_0002.h5") as f:

@@ -36,7 +36,8 @@ def setup(tmp_path_factory):
 def _args(root, ckpt, runs, out, *extra):
     return ["forecast", "rollout", "--config", str(REPO / "configs/forecast/rollout-demo.yaml"),
             f"checkpoint={ckpt}", f"output_dir={out}", f"inputs.runs=[{','.join(map(str, runs))}]",
-            "inputs.orbit_start=0.5", "inputs.orbit_end=1.0", "steps=3", "device=cpu", *extra]  # fmt: skip
+            "inputs.orbit_start=0.5", "inputs.orbit_end=1.0", "inputs.stride=1", "steps=3",
+            "device=cpu", *extra]  # fmt: skip
 
 
 def test_layout_truth_and_numbers(setup, tmp_path):

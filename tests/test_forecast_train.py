@@ -41,7 +41,7 @@ def test_resume_is_bit_exact(shards, tmp_path):
     # it learned something and logged validation against persistence
     assert "val/one_step_persistence" in p.stdout
     assert ea["kind"] == "forecast" and ea["method"]["dt_orbits"] == 0.5
-    assert ea["method"]["history"] == 2 and ea["method"]["grid"] == [32, 32]
+    assert ea["method"]["history"] == 1 and ea["method"]["grid"] == [32, 32]
     assert ea["raw"].keys() == ea["ema"].keys()
     # weights differ from the initial ones (the steps were applied)
     first = _export(b, 3)
@@ -55,7 +55,7 @@ def test_refusals(shards, tmp_path, demo_shards):
     assert p.returncode == 2 and "model.width: 8 -> 12" in p.stderr
     p = run_forecast(demo_shards, tmp_path / "sr", "max_steps=1", check=False)
     assert p.returncode == 2 and "not forecast windows" in p.stderr
-    p = run_forecast(shards, tmp_path / "long", "max_steps=1", "loss.rollout_steps=3", check=False)
+    p = run_forecast(shards, tmp_path / "long", "max_steps=1", "loss.rollout_steps=4", check=False)
     assert p.returncode == 2 and "need windows of 5 snapshots" in p.stderr
 
 
