@@ -55,11 +55,21 @@ def main() -> None:
     ap.add_argument("--times", nargs="*", default=[])
     ap.add_argument("--nfe", nargs="*", default=[])
     ap.add_argument("--out", required=True)
+    ap.add_argument(
+        "--bench",
+        default="benchmarks/results.json",
+        help="make bench results with bench_forecast (ms per member-step, idle)",
+    )
+    ap.add_argument("--note", default="", help="a sentence on the conditions of this run")
     a = ap.parse_args()
     root = Path(a.root)
     times = dict(t.split("=") for t in a.times)
     nfe_s = dict(t.split("=") for t in a.nfe)
     report = (root / "eval" / "report.md").read_text()
+    bench: dict = {}
+    if Path(a.bench).exists():
+        res = json.loads(Path(a.bench).read_text())
+        bench = res.get("bench_forecast") or res.get("results", {}).get("bench_forecast") or {}
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     fc = metrics["forecast"]
     curves = fc["all"]["curves"]
@@ -78,7 +88,8 @@ def main() -> None:
         steps = sum(s["n_init"] * s["steps"] for s in sims.values())
         n_member_steps[k] = steps * e
         sec = float(nfe_s.get(f"heun{k}", "nan"))
-        row = [f"{2 * k}", f"{1e3 * sec / max(n_member_steps[k], 1):.0f}"]
+        ms = bench.get(f"ms_per_member_step_nfe{2 * k}")
+        row = [f"{2 * k}", _fmt(ms, 3), f"{1e3 * sec / max(n_member_steps[k], 1):.0f}"]
         for lo in (0.1, 0.5, 1.0, 2.0):
             row.append(_fmt(_at(cm, "crps_norm_mean", lo)))
         row += [_fmt(_at(cm, "spread_skill_mean", 1.0)), _fmt(_at(cm, "ke_rel", 2.0), 2)]
@@ -103,7 +114,9 @@ def main() -> None:
         " FNO's rollouts of the same states, climatology (8 snapshots of the train seed between"
         " 2.5 and 8 orbits).",
         "",
-        "Stage times [s]: " + ", ".join(f"{k} {v}" for k, v in times.items()),
+        "Stage times [s]: "
+        + ", ".join(f"{k} {v}" for k, v in times.items())
+        + (f" ({a.note})" if a.note else ""),
         "",
         f"Ensemble {e}; leads {leads[0]:.1f}–{leads[-1]:.1f} orbits.",
         "",
@@ -114,12 +127,14 @@ def main() -> None:
             "",
             "Seed 6 from 3 and 3.5 orbits, 20 steps (2 orbits), 8 members, the same trained model"
             " and keyed noise; CRPS/σ = mean over channels of CRPS / std of the truth (ensemble"
-            " members against the truth; lower is better); ms per member-step = wall time of the"
-            " rollout command / (initial states × steps × members), this CPU, incl. the FNO source"
-            " and I/O.",
+            " members against the truth; lower is better). ms per member-step: the network step"
+            " (UNet NFE times + the FNO source, batch of 8 members, 128², fp32) measured by"
+            " `make bench` (bench_forecast) on the idle machine; and the rollout command's wall"
+            " time / (initial states × steps × members) in this run (incl. reading, writing, and"
+            " whatever else ran on the machine).",
             "",
-            "| NFE per step | ms per member-step | CRPS/σ 0.1 orbit | 0.5 | 1 | 2 | spread/skill at 1 orbit | KE error of the mean at 2 orbits |",
-            "|---|---|---|---|---|---|---|---|",
+            "| NFE per step | ms per member-step (bench, idle) | ms per member-step (this run's wall time) | CRPS/σ 0.1 orbit | 0.5 | 1 | 2 | spread/skill at 1 orbit | KE error of the mean at 2 orbits |",
+            "|---|---|---|---|---|---|---|---|---|",
             *["| " + " | ".join(r) + " |" for r in rows],
             "",
         ]
@@ -129,7 +144,10 @@ def main() -> None:
     Path(a.out).write_text("\n".join(out) + "\n")
     Path(a.out).with_suffix(".json").write_text(
         json.dumps({"times_s": times, "nfe_rollout_s": nfe_s, "nfe_rows": rows,
-                    "member_steps": n_member_steps, "metrics": metrics}, indent=1, default=str)
+                    "member_steps": n_member_steps, "bench_forecast": bench,
+                    "curves": curves, "goals": metrics.get("goals"),
+                    "chain": [{k: c.get(k) for k in ("sim", "curves", "ensemble")}
+                              for c in metrics.get("chain", [])]}, indent=1, default=str)
     )  # fmt: skip
     print(f"wrote {a.out}")
 
