@@ -63,7 +63,8 @@ def test_forecast_then_super_resolve(tmp_path, demo_shards, monkeypatch):
         np.testing.assert_array_equal(f["input"][()], r["forecast"][0])
         samples, init = f["samples"][()], r["init"][0]
     assert main(["eval", "--config", "configs/eval/forecast-demo.yaml", f"samples={out}",
-                 f"output_dir={tmp_path / 'eval'}", "forecast.field_leads=[1]"]) == 0  # fmt: skip
+                 f"output_dir={tmp_path / 'eval'}", "forecast.field_leads=[1]",
+                 "forecast.operator_rollouts=''", "forecast.climatology.runs=[]"]) == 0  # fmt: skip
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     (ch,) = m["chain"]
     c = ch["curves"]

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import submitit
 
@@ -235,9 +236,10 @@ def test_rollout_array_requeue_one_task_then_rerun_is_noop(tmp_path, tiny_foreca
     r1 = j1.result()  # the rerun wrote it, or found it complete if run 1 finished in KillWait
     assert r1["done"] + r1["skipped"] == [work[1]]
     run_rollout(load_config(RolloutConfig, None, rollout_overrides(ckpt, runs, ref)))
-    for w, f in zip(work, files):  # the same bytes as one process writes
+    for w, f in zip(work, files):  # the numbers one process writes (a SLURM task may run
+        # torch with another thread count: FFT/matmul sums then differ at float32 rounding)
         with h5py.File(f) as a, h5py.File(output_path(ref, w)) as b:
-            assert a["forecast"][()].tobytes() == b["forecast"][()].tobytes()
+            np.testing.assert_allclose(a["forecast"][()], b["forecast"][()], rtol=1e-5, atol=1e-6)
 
     # resubmitting with everything complete submits nothing
     records = sorted((out / "jobs").glob("*_submission.json"))
