@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -125,7 +126,7 @@ class FlowForecastTask:
             raise ConfigError(
                 f"config key 'shards': {self.cfg.shards}: no train window to measure the residual scale"
             )
-        seq = torch.from_numpy(__import__("numpy").stack(windows))  # (N, K, C, h, w)
+        seq = torch.from_numpy(np.stack(windows))  # (N, K, C, h, w)
         x = seq[:, :-1].flatten(0, 1).to(self.env.device)
         y = seq[:, 1:].flatten(0, 1).to(self.env.device)
         u, _ = self._source(x)

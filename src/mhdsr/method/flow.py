@@ -382,10 +382,12 @@ class Formulation:
         """``(m, a)`` of full lo fields ``(B, C, h, w)`` (``(0, 1)`` for global scale)."""
         return level_stats(lo_n, self.method)
 
-    def cond(self, u: Tensor, stats: Stats) -> Tensor:
-        """The conditioning the network sees, ``u' = (u - m) / a``."""
+    def cond(self, u: Tensor, stats: Stats, extra: Tensor | None = None) -> Tensor:
+        """The conditioning the network sees, ``u' = (u - m) / a``, with ``extra`` (further
+        conditioning in the network's units, ``(B, C', H, W)``) appended on the channel axis."""
         m, a = stats
-        return u if self.scale == "global" else (u - m) / a
+        c = u if self.scale == "global" else (u - m) / a
+        return c if extra is None else torch.cat([c, extra.to(c.dtype)], dim=1)
 
     def target(self, hi_n: Tensor, u: Tensor, stats: Stats) -> Tensor:
         """``x1`` of the flow for fields ``hi_n`` with interpolated input ``u``."""
@@ -499,9 +501,7 @@ class Formulation:
             generator=gen,
         ).to(device)
         x1 = self.target(field, u, stats)
-        cond = self.cond(u, stats)
-        if extra is not None:
-            cond = torch.cat([cond, extra.to(cond.dtype)], dim=1)
+        cond = self.cond(u, stats, extra)
         loss, per = flow_matching_loss(
             model, x1, cond, eps, t, sigma=m.sigma, loss_scale=m.loss_scale,
             base=self.source_mean(u, stats),
@@ -575,9 +575,7 @@ class Formulation:
         from mhdsr.method.samplers import sample
 
         m = self.method
-        cond = self.cond(u, stats)
-        if extra is not None:
-            cond = torch.cat([cond, extra.to(cond.dtype)], dim=1)
+        cond = self.cond(u, stats, extra)
         base = self.source_mean(u, stats)
 
         def model(x: Tensor, t: Tensor, _base: Tensor) -> Tensor:
