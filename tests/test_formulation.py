@@ -183,3 +183,44 @@ def test_band_level_of_the_instance_scale() -> None:
     wave = torch.cos(2 * torch.pi * 3 * (i + 0.5) / 32)[None, None, None, :].expand(1, 1, 32, 32)
     assert float(level_stats(wave, m8)[1]) == pytest.approx(m8.scale_floor)
     assert float(level_stats(wave, m1)[1]) == pytest.approx(0.5**0.5)
+
+
+def test_residual_level_follows_the_inputs_small_scales() -> None:
+    """residual_kmin > 0: b is the rms of the input's shells |k| >= residual_kmin (known answer:
+    two cosines), the conditioning stays in units of a, the target/decode pair round-trips with
+    b, and an input with the same large scales but 10x weaker small scales gets a 10x smaller
+    decoded residual from the same flow state (the fallback to the interpolant at the onset)."""
+    from mhdsr.method.flow import level_stats
+
+    i = torch.arange(32, dtype=torch.float64)
+    big = torch.cos(2 * torch.pi * 2 * (i + 0.5) / 32)[None, :]  # |k| = 2, rms 0.5**0.5
+    small = 0.3 * torch.cos(2 * torch.pi * 12 * (i + 0.5) / 32)[:, None]  # |k| = 12, rms 0.3/2**0.5
+    lo = (big + small).expand(1, 1, 32, 32).clone()
+    method = MethodConfig(residual_kmin=8)
+    m, a, b = level_stats(lo, method)
+    assert float(a) == pytest.approx(((0.5 + 0.045)) ** 0.5, rel=1e-9)
+    assert float(b) == pytest.approx(0.3 / 2**0.5, rel=1e-9)
+    assert torch.equal(level_stats(lo, MethodConfig())[2], level_stats(lo, MethodConfig())[1])
+
+    r = torch.tensor([0.2])
+    form = Formulation(method, r)
+    hi = torch.randn(1, 1, 64, 64, dtype=torch.float64)
+    lo2 = avgpool2(hi)
+    u, st = form.up(lo2), form.lo_stats(lo2)
+    x1 = form.target(hi, u, st)
+    torch.testing.assert_close(form.decode(x1, u, st), hi)
+    torch.testing.assert_close(form.cond(u, st), (u - st[0]) / st[1])
+    # same large scales, small scales x0.1: b and the decoded residual scale by 0.1
+    quiet_lo = lo.clone() - 0.9 * small
+    _, _, bq = level_stats(quiet_lo, method)
+    assert float(bq / b) == pytest.approx(0.1, rel=1e-9)
+    x = torch.randn(1, 1, 64, 64, dtype=torch.float64)
+    uq, sq = form.up(quiet_lo), form.lo_stats(quiet_lo)
+    u0, s0 = form.up(lo), form.lo_stats(lo)
+    dq = form.decode(x, uq, sq) - uq
+    d0 = form.decode(x, u0, s0) - u0
+    torch.testing.assert_close(dq, 0.1 * d0)
+    with pytest.raises(ConfigError, match="residual_kmin"):
+        MethodConfig(residual_kmin=8, scale="global").validate()
+    with pytest.raises(ConfigError, match="residual_kmin"):
+        MethodConfig(residual_kmin=-1).validate()

@@ -56,9 +56,10 @@ class BaselineInputs:
             level: ``sigma * std_c`` (interpolant formulation) or ``sigma * std_c * s_r,c``
             (residual formulation), or ``None``.
         upsample: the sample files' ``upsample`` mode (``u`` of ``noise``).
-        level: for instance-scaled models, ``(mean_c, std_c, scale_kmin, scale_floor)`` of the
-            model's normalization: the noise is then multiplied per snapshot by the input's level
-            ``a`` (:func:`mhdsr.method.flow.level_stats` of the normalized lo), so the
+        level: for instance-scaled models, ``(mean_c, std_c, kmin, scale_floor)`` of the
+            model's normalization (``kmin``: ``residual_kmin`` of a residual model when it is
+            > 0, else ``scale_kmin``): the noise is then multiplied per snapshot by the input's
+            level (:func:`mhdsr.method.flow.level_stats` of the normalized lo), so the
             baseline is the model's own starting point ``x0`` decoded to physical units.
     """
 
@@ -143,7 +144,7 @@ def _input_level(
 
     lo_n = (np.asarray(lo, np.float64) - mean[:, None, None]) / std[:, None, None]
     method = MethodConfig(scale="instance", scale_kmin=int(kmin), scale_floor=float(floor))
-    _, a = level_stats(torch.from_numpy(lo_n)[None], method)
+    _, a, _ = level_stats(torch.from_numpy(lo_n)[None], method)
     return a[0, :, 0, 0].numpy()
 
 

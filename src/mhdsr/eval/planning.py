@@ -260,13 +260,18 @@ def baseline_inputs(
         model_std = f0.attrs.get("norm_std")  # the model's own units when the file records them
         unit = np.asarray(model_std if model_std is not None else std, np.float64)
         sigma = float(f0.attrs["sigma"]) * unit
-        if f0.attrs.get("formulation") == "residual" and f0.attrs.get("residual_std") is not None:
+        residual = f0.attrs.get("formulation") == "residual"
+        if residual and f0.attrs.get("residual_std") is not None:
             sigma = sigma * np.asarray(f0.attrs["residual_std"], np.float64)
         if f0.attrs.get("scale") == "instance":
             level = (
                 np.asarray(f0.attrs["norm_mean"], np.float64),
                 np.asarray(f0.attrs["norm_std"], np.float64),
-                int(f0.attrs.get("scale_kmin", 0)),
+                # the noise is x0 decoded: residual models scale it by the residual level b
+                int(
+                    (residual and f0.attrs.get("residual_kmin", 0))
+                    or f0.attrs.get("scale_kmin", 0)
+                ),
                 float(f0.attrs.get("scale_floor", 1e-4)),
             )
     needs = {BASELINES[b].needs for b in baselines}

@@ -8,8 +8,8 @@ the network is the super-resolution UNet, the windows and their augmentation are
 :class:`~mhdsr.forecast.data.WindowData`'s. A batch: windows ``(B, K, C, h, w)`` (normalized,
 kind ``lo``) -> keyed roll + symmetry element per window -> one pair position ``s`` per window,
 uniform in ``0 .. K-2`` -> ``x = x_s``, ``y = x_{s+1}`` -> source mean ``u`` (``x`` or the
-operator's ``F(x)``), level ``(m, a)`` of ``x`` -> flow-matching loss of the residual
-``(y - u) / (a s_r)``. ``s_r`` is the per-channel std of ``(y - u) / a`` over every pair of the
+operator's ``F(x)``), level ``(m, a, b)`` of ``x`` -> flow-matching loss of the residual
+``(y - u) / (b s_r)``. ``s_r`` is the per-channel std of ``(y - u) / b`` over every pair of the
 first ``method.residual_samples`` train windows.
 
 Draw order from the step's generator (exact resume relies on it): rolls, symmetry elements
@@ -130,8 +130,8 @@ class FlowForecastTask:
         x = seq[:, :-1].flatten(0, 1).to(self.env.device)
         y = seq[:, 1:].flatten(0, 1).to(self.env.device)
         u, _ = self._source(x)
-        _, a = self.form.lo_stats(x)
-        res = ((y - u) / a).double()
+        _, _, b = self.form.lo_stats(x)
+        res = ((y - u) / b).double()
         return res.transpose(0, 1).reshape(res.shape[1], -1).std(dim=1, unbiased=False).cpu()
 
     def _source(self, x: Tensor) -> tuple[Tensor, Tensor | None]:

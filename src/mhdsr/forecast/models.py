@@ -6,9 +6,9 @@
   ``x(t + dt) ~ p(. | x(t))`` by flow matching on the lo grid with the super-resolution
   engine's method (:class:`~mhdsr.method.flow.Formulation`): source mean ``u = x(t)``
   (persistence) or ``u = F(x(t))`` (the operator's mean, DINO / CorrDiff-style), level
-  ``(m, a)`` of ``x(t)`` (instance scale), residual ``x1 = (x(t + dt) - u) / (a s_r)``; the
+  ``(m, a, b)`` of ``x(t)`` (instance scale), residual ``x1 = (x(t + dt) - u) / (b s_r)``; the
   network sees ``(x_t, u')`` (persistence) or ``(x_t, [u', x(t)'])`` (operator), primes
-  meaning ``(. - m) / a``. A sample decodes to ``u + a s_r x``; with ``method.derive_jz`` its
+  meaning ``(. - m) / a``. A sample decodes to ``u + b s_r x``; with ``method.derive_jz`` its
   ``jz`` is the periodic centred-difference curl of its ``(Bx, By)``, as AthenaK computes it.
 
 Both load from one export file (``torch.load(weights_only=True)``, no DeepSpeed); a flow
@@ -177,7 +177,7 @@ def source_mean(
 ) -> tuple[Tensor, Tensor | None]:
     """``(u, extra)`` for normalized states ``x`` ``(B, C, h, w)`` (training and rollouts share
     it): persistence ``u = x``, no extra; operator ``u = F(x)`` and ``extra = (x - m) / a``,
-    the state in the network's units (level ``(m, a)`` of ``x``)."""
+    the state in the network's units (level ``(m, a, b)`` of ``x``)."""
     if source == "persistence":
         return x, None
     if operator is None:

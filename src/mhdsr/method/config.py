@@ -72,6 +72,12 @@ class MethodConfig:
     #: scale = instance: a is the rms of the lo field in the shells |k| >= scale_kmin of the lo
     #: grid (0 = its whole std); the small-scale activity sets the size of the residual
     scale_kmin: int = 0
+    #: scale = instance, residual formulation: the residual's own level b is the rms of the lo
+    #: field in the shells |k| >= residual_kmin of the lo grid (0 = b = a). The interpolation
+    #: residual continues the input's smallest resolved scales, so b follows the input's own
+    #: small-scale activity: a quiet (onset) snapshot gets a small residual whatever its
+    #: large-scale flow (docs/design.md, "Regimes"); the network's conditioning stays in units of a
+    residual_kmin: int = 0
     #: project every sample onto {x : avgpool2(x) = lo} (hard consistency with the input)
     project: bool = True
     #: replace the generated jz by the periodic centred-difference curl of the generated Bx, By
@@ -94,6 +100,13 @@ class MethodConfig:
         )
         require(self.scale_floor > 0, "method.scale_floor", "> 0", self.scale_floor)
         require(self.scale_kmin >= 0, "method.scale_kmin", ">= 0", self.scale_kmin)
+        require(self.residual_kmin >= 0, "method.residual_kmin", ">= 0", self.residual_kmin)
+        require(
+            self.residual_kmin == 0 or (self.scale == "instance" and self.formulation == "residual"),
+            "method.residual_kmin",
+            "0 unless scale = instance and formulation = residual",
+            self.residual_kmin,
+        )
 
 
 #: The original recipe, which the defaults were before issue 18: the interpolant from a
@@ -115,6 +128,7 @@ ORIGINAL_RECIPE: dict[str, object] = {
     "scale": "global",
     "scale_floor": 1e-4,
     "scale_kmin": 0,
+    "residual_kmin": 0,
     "project": False,
     "derive_jz": False,
 }

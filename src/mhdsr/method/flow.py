@@ -28,10 +28,11 @@ invariant, ``m`` flips sign with the field).
 **Formulation.**
 
 * ``residual`` (CorrDiff-style: Mardani et al. 2025, Commun. Earth Environ. 6:124): the flow runs
-  from ``x0 = sigma eps`` to ``x1 = (hi_n - u) / (a s_r)``, the interpolation residual scaled by the
-  input level ``a`` and by ``s_r``, the per-channel std of ``(hi_n - u) / a`` over the train split
-  (:func:`residual_std`); the source mean is 0, the network sees ``(x_t, u')`` with
-  ``u' = (u - m) / a``; a sample decodes to ``u + a s_r x``. Every channel's target then has unit
+  from ``x0 = sigma eps`` to ``x1 = (hi_n - u) / (b s_r)``, the interpolation residual scaled by the
+  input's residual level ``b`` (``= a`` unless ``method.residual_kmin`` > 0: then the rms of the
+  input's own small scales) and by ``s_r``, the per-channel std of ``(hi_n - u) / b`` over the
+  train split (:func:`residual_std`); the source mean is 0, the network sees ``(x_t, u')`` with
+  ``u' = (u - m) / a``; a sample decodes to ``u + b s_r x``. Every channel's target then has unit
   variance, so one ``sigma`` fits channels whose residuals differ by 10x (velocities ~5% of the
   channel std, jz ~30%), and a network that is unsure returns ``u``, not noise.
 * ``interpolant`` (the original): the flow runs from ``x0 = u' + sigma eps`` to ``x1 = hi'``,
@@ -69,8 +70,9 @@ from mhdsr.method.pairs import make_pair
 #: ``t`` of shape ``(B,)``.
 VelocityModel = Callable[[Tensor, Tensor, Tensor], Tensor]
 _TIME_KINDS = get_args(TimeDist)
-#: ``(m, a)``: per-sample, per-channel level of an input, each ``(B, C, 1, 1)``
-Stats = tuple[Tensor, Tensor]
+#: ``(m, a, b)``: per-sample, per-channel mean, level and residual level of an input, each
+#: ``(B, C, 1, 1)`` (:func:`level_stats`)
+Stats = tuple[Tensor, Tensor, Tensor]
 
 
 def _bcast_t(t: Tensor | float, like: Tensor) -> Tensor | float:
@@ -379,23 +381,23 @@ class Formulation:
         return upsample(lo_n, 2, self.method.upsample)
 
     def lo_stats(self, lo_n: Tensor) -> Stats:
-        """``(m, a)`` of full lo fields ``(B, C, h, w)`` (``(0, 1)`` for global scale)."""
+        """``(m, a, b)`` of full lo fields ``(B, C, h, w)`` (``(0, 1, 1)`` for global scale)."""
         return level_stats(lo_n, self.method)
 
     def cond(self, u: Tensor, stats: Stats, extra: Tensor | None = None) -> Tensor:
         """The conditioning the network sees, ``u' = (u - m) / a``, with ``extra`` (further
         conditioning in the network's units, ``(B, C', H, W)``) appended on the channel axis."""
-        m, a = stats
+        m, a, _ = stats
         c = u if self.scale == "global" else (u - m) / a
         return c if extra is None else torch.cat([c, extra.to(c.dtype)], dim=1)
 
     def target(self, hi_n: Tensor, u: Tensor, stats: Stats) -> Tensor:
         """``x1`` of the flow for fields ``hi_n`` with interpolated input ``u``."""
-        m, a = stats
+        m, a, b = stats
         if self.kind == "interpolant":
             return hi_n if self.scale == "global" else (hi_n - m) / a
         r = self._r(u)
-        return (hi_n - u) / r if self.scale == "global" else (hi_n - u) / (a * r)
+        return (hi_n - u) / r if self.scale == "global" else (hi_n - u) / (b * r)
 
     def source_mean(self, u: Tensor, stats: Stats) -> Tensor:
         """Mean of the source ``x0``: ``u'`` (interpolant) or 0 (residual)."""
@@ -404,12 +406,12 @@ class Formulation:
     def decode(self, x: Tensor, u: Tensor, stats: Stats, lo_n: Tensor | None = None) -> Tensor:
         """Normalized hi fields from flow states ``x`` (then projected onto ``lo_n`` when the
         method says so and ``lo_n`` is given)."""
-        m, a = stats
+        m, a, b = stats
         if self.kind == "interpolant":
             hi = x if self.scale == "global" else m + a * x
         else:
             r = self._r(u)
-            hi = u + r * x if self.scale == "global" else u + (a * r) * x
+            hi = u + r * x if self.scale == "global" else u + (b * r) * x
         if self.project and lo_n is not None:
             hi = project_block_means(hi, lo_n)
         return hi
@@ -480,7 +482,7 @@ class Formulation:
             model: ``model(x_t, t, cond) -> v``.
             field: ``(B, C, H, W)`` normalized target fields.
             u: ``(B, C, H, W)`` source mean of the task (normalized units).
-            stats: ``(m, a)`` level (:func:`level_stats`).
+            stats: ``(m, a, b)`` levels (:func:`level_stats`).
             gen: CPU generator.
             extra: ``(B, C', H, W)`` further conditioning in the network's units, appended to
                 ``u'`` on the channel axis (None = ``u'`` alone).
@@ -564,7 +566,7 @@ class Formulation:
         Args:
             sampler, net, noise, n_steps, grid, rho, options: as :meth:`sample`.
             u: ``(B, C, H, W)`` source mean (normalized units).
-            stats: ``(m, a)`` level (:func:`level_stats`).
+            stats: ``(m, a, b)`` levels (:func:`level_stats`).
             extra: further conditioning appended to ``u'`` (as in :meth:`pair_loss`).
             lo_n: lo fields to project the samples onto (``method.project``; None = no
                 projection).
@@ -598,35 +600,50 @@ class Formulation:
 
 
 def level_stats(lo_n: Tensor, method: MethodConfig) -> Stats:
-    """``(m, a)`` of full lo fields ``(B, C, h, w)``, each ``(B, C, 1, 1)``; ``(0, 1)`` (scalars)
-    for ``scale = global``.
+    """``(m, a, b)`` of full lo fields ``(B, C, h, w)``, each ``(B, C, 1, 1)``; ``(0, 1, 1)``
+    (scalars) for ``scale = global``.
 
-    ``m`` is the spatial mean; ``a`` the rms of the fluctuation in the wavenumber shells
-    ``round(|k|) >= method.scale_kmin`` of the lo grid (all of it for ``scale_kmin = 0``: the
-    population std), floored at ``method.scale_floor``. A band above the largest scales
-    (``scale_kmin`` ~ N_lo/8) measures the small-scale activity that sets the size of the
-    residual, and is not dominated by the channel flows of the MRI.
+    ``m`` is the spatial mean; ``a`` (the conditioning level) the rms of the fluctuation in the
+    wavenumber shells ``round(|k|) >= method.scale_kmin`` of the lo grid (all of it for
+    ``scale_kmin = 0``: the population std); ``b`` (the residual level) the same with
+    ``method.residual_kmin`` (``b = a`` for ``residual_kmin = 0``). Both are floored at
+    ``method.scale_floor``. A band above the largest scales (``residual_kmin`` ~ N_lo/8) measures
+    the small-scale activity that sets the size of the interpolation residual and is not
+    dominated by the channel flows of the MRI: over 2.5–6 orbits of the 256² runs the ratio
+    rms(residual) / b (``residual_kmin = 16``) stays within a factor ~4 on every channel, while
+    rms(residual) / a spans a factor ~10 (velocities) to ~1000 (density) between the onset and
+    the turbulence (docs/design.md, "Regimes").
+
+    Raises:
+        nothing; a field with no power in the band gets the floor.
     """
     if method.scale == "global":
         one = torch.ones((), dtype=lo_n.dtype, device=lo_n.device)
-        return one * 0, one
+        return one * 0, one, one
     m = lo_n.mean(dim=(-2, -1), keepdim=True)
-    kmin = int(method.scale_kmin)
+    floor = float(method.scale_floor)
+    a = _band_rms(lo_n, int(method.scale_kmin)).clamp_min(floor)
+    rk = int(method.residual_kmin)
+    b = a if rk == 0 else _band_rms(lo_n, rk).clamp_min(floor)
+    return m, a, b
+
+
+def _band_rms(lo_n: Tensor, kmin: int) -> Tensor:
+    """``(B, C, 1, 1)`` rms of the fluctuation of ``lo_n`` in the shells ``round(|k|) >= kmin``
+    (Parseval: the sum of ``|fft2(x)/(h w)|^2`` over the band); ``kmin = 0``: the std."""
     if kmin <= 0:
-        a = lo_n.std(dim=(-2, -1), keepdim=True, unbiased=False)
-    else:
-        h, w = lo_n.shape[-2:]
-        ky = torch.fft.fftfreq(h, 1.0 / h, device=lo_n.device)
-        kx = torch.fft.fftfreq(w, 1.0 / w, device=lo_n.device)
-        band = (torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2).round() >= kmin).to(lo_n.dtype)
-        coef = torch.fft.fft2(lo_n) / (h * w)  # Parseval: sum |coef|^2 = mean(lo^2)
-        a = torch.sqrt((coef.abs() ** 2 * band).sum(dim=(-2, -1), keepdim=True))
-    return m, a.clamp_min(float(method.scale_floor))
+        return lo_n.std(dim=(-2, -1), keepdim=True, unbiased=False)
+    h, w = lo_n.shape[-2:]
+    ky = torch.fft.fftfreq(h, 1.0 / h, device=lo_n.device)
+    kx = torch.fft.fftfreq(w, 1.0 / w, device=lo_n.device)
+    band = (torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2).round() >= kmin).to(lo_n.dtype)
+    coef = torch.fft.fft2(lo_n) / (h * w)
+    return torch.sqrt((coef.abs() ** 2 * band).sum(dim=(-2, -1), keepdim=True))
 
 
 def residual_std(hi_n: Sequence[Tensor] | Tensor, method: MethodConfig) -> Tensor:
-    """Per-channel population std of ``(hi_n - Up(avgpool2(hi_n))) / a`` over fields ``hi_n``
-    (``a`` = 1 for global scale).
+    """Per-channel population std of ``(hi_n - Up(avgpool2(hi_n))) / b`` over fields ``hi_n``
+    (``b`` the residual level of :func:`level_stats`; 1 for global scale).
 
     Args:
         hi_n: ``(N, C, H, W)`` normalized hi fields (or a sequence of ``(C, H, W)``).
@@ -638,8 +655,8 @@ def residual_std(hi_n: Sequence[Tensor] | Tensor, method: MethodConfig) -> Tenso
     x = torch.stack(list(hi_n)) if not isinstance(hi_n, Tensor) else hi_n
     x = x.to(torch.float64)
     lo = avgpool2(x)
-    _, a = level_stats(lo, method)
-    res = (x - upsample(lo, 2, method.upsample)) / a
+    _, _, b = level_stats(lo, method)
+    res = (x - upsample(lo, 2, method.upsample)) / b
     return res.transpose(0, 1).reshape(x.shape[1], -1).std(dim=1, unbiased=False)
 
 

@@ -318,6 +318,7 @@ def _attrs(plan: Plan, sim: SimInput) -> dict[str, Any]:
         "scale": lm.form.scale,
         "scale_kmin": int(getattr(lm.form.method, "scale_kmin", 0)),
         "scale_floor": float(getattr(lm.form.method, "scale_floor", 1e-4)),
+        "residual_kmin": int(lm.form.method.residual_kmin),
         "derive_jz": bool(lm.form.method.derive_jz),
         "norm_mean": [float(x) for x in lm.mean],
         "norm_std": [float(x) for x in lm.std],
