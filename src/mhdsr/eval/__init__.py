@@ -16,6 +16,8 @@ built on them, one concern per module:
   :mod:`mhdsr.method.grid`'s (``upsample_np``, ``avgpool2_np``).
 - :mod:`~mhdsr.eval.fields` -- one snapshot's fields with cached FFTs / PDF samples, its target.
 - :mod:`~mhdsr.eval.reference` -- whole-split statistics (held-out reference, train spectra).
+- :mod:`~mhdsr.eval.native_shape` -- held-out level-free shape error against every hi seed in
+  their orbit window, and the leave-one-out realization floor.
 - :mod:`~mhdsr.eval.scoring` -- per-snapshot rows of one sim (every curve, every metric).
 - :mod:`~mhdsr.eval.pooling` -- rows -> reported values per sim / group, time series.
 - :mod:`~mhdsr.eval.assemble` -- the metrics.json structure; :mod:`~mhdsr.eval.reading` -- the

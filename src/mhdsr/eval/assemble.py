@@ -5,8 +5,8 @@ Schema version :data:`mhdsr.eval.report.METRICS_VERSION` (2): a reader checks ``
 ``kind`` (``"sr"`` here, ``"forecast"`` for :mod:`mhdsr.eval.forecast_report`); no key is kept
 for earlier versions. Top level: ``version, kind, code_version, created, config, inputs,
 channels, units, grids, methods, baselines, baseline_definitions, metric_definitions, groups,
-sims, summary, targets, physics, spectra, spread_skill, pdfs, goals, domain_gap, notes`` (plus
-``readings`` and ``timing``, added by :mod:`mhdsr.eval.run`).
+sims, summary, targets, physics, spectra, spread_skill, pdfs, goals, domain_gap, native_shape,
+notes`` (plus ``readings`` and ``timing``, added by :mod:`mhdsr.eval.run`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from mhdsr.eval.baselines import BASELINES
 from mhdsr.eval.config import EvalConfig
 from mhdsr.eval.curve import HIST_EDGES, Curve, SimResult
 from mhdsr.eval.inputs import SampleFile
+from mhdsr.eval.native_shape import SeedSpectra, shape_block, unavailable
 from mhdsr.eval.planning import HELDOUT, orbits
 from mhdsr.eval.pooling import (
     curve_metrics,
@@ -373,6 +374,26 @@ def baseline_definitions(
     return out
 
 
+def _native_shape(
+    cfg: EvalConfig,
+    curves: dict[str, Curve],
+    seeds: SeedSpectra | None,
+    channels: Sequence[str],
+    n_lo: int,
+    n_hi: int,
+) -> dict[str, Any]:
+    """The held-out group's ``native_shape`` block (:mod:`mhdsr.eval.native_shape`)."""
+    if cfg.native_reference != "all":
+        return unavailable(
+            f"config key native_reference is {cfg.native_reference!r}: the held-out sims are "
+            f"compared with the {cfg.reference_split!r} split only"
+        )
+    if seeds is None:
+        return unavailable("the held-out sims' snapshots have no finite time: no orbit window")
+    names = curve_order(list(curves), list(cfg.baselines))
+    return shape_block(curves, names, seeds, channels, n_lo, n_hi)
+
+
 def assemble_metrics(
     cfg: EvalConfig,
     files: Sequence[SampleFile],
@@ -383,6 +404,7 @@ def assemble_metrics(
     train: TrainSpectra | None = None,
     sigmas: dict[str, list[float]] | None = None,
     notes: Sequence[str] = (),
+    native_seeds: SeedSpectra | None = None,
 ) -> dict[str, Any]:
     """The metrics.json structure (before :func:`mhdsr.eval.report.clean`).
 
@@ -396,6 +418,9 @@ def assemble_metrics(
         train: the train spectra of ``spectral-noise`` (if selected).
         sigmas: ``sim -> (C,)`` physical sigma of the ``noise`` baseline (if selected).
         notes: run-level notes (before the per-sim ones).
+        native_seeds: per-seed mean hi spectra over the held-out orbit window
+            (:func:`mhdsr.eval.native_shape.seed_spectra`; ``native_reference: all``), else
+            ``None``.
     """
     from mhdsr.dataset.manifest import manifest_sha256
 
@@ -437,6 +462,11 @@ def assemble_metrics(
         gap = domain_gap(native_spec, values, n_native, ref, channels, n_lo, n_hi)
     else:
         gap = {"available": False, "reason": "no held-out (native lo) sample files"}
+    native_shape = {}
+    if HELDOUT in pooled:
+        native_shape[HELDOUT] = _native_shape(
+            cfg, pooled[HELDOUT], native_seeds, channels, n_lo, n_hi
+        )
     bands = band_edges(n_lo, n_hi)
     return {
         "version": METRICS_VERSION,
@@ -482,5 +512,6 @@ def assemble_metrics(
         "pdfs": {g: e["pdfs"] for g, e in entries.items()},
         "goals": {"transition_coherence": transition_goal(results, baselines, channels)},
         "domain_gap": gap,
+        "native_shape": native_shape,
         "notes": all_notes,
     }

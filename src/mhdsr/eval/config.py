@@ -14,6 +14,8 @@ from mhdsr.eval.baselines import BASELINE_NAMES, BaselineName
 
 #: Baselines the evaluation knows (docs/design.md, "Baselines"; defined in mhdsr.eval.baselines).
 BASELINES: tuple[str, ...] = BASELINE_NAMES
+#: Values of ``native_reference`` (the held-out shape-error reference, mhdsr.eval.native_shape).
+NATIVE_REFERENCES: tuple[str, ...] = ("all", "split")
 
 
 @dataclass
@@ -103,6 +105,10 @@ class EvalConfig:
     # hi split whose mean spectrum is the reference of held-out (native lo) sims, and whose
     # avgpool2(hi) is compared with the native lo inputs (domain gap)
     reference_split: str = "test"
+    # reference of the held-out sims' level-free shape error (metrics.json native_shape): "all" =
+    # the mean over EVERY hi seed (train, val, test) of its mean spectrum in the held-out orbit
+    # window, with the leave-one-out realization floor; "split" = none (reference_split only)
+    native_reference: str = "all"
     # at most this many values per channel and side enter the domain-gap histogram distances
     # (an even pixel stride over all snapshots keeps memory bounded at full scale)
     hist_max_values: int = 2_000_000
@@ -123,6 +129,12 @@ class EvalConfig:
             "baselines",
             f"distinct names among {list(BASELINES)}",
             self.baselines,
+        )
+        require(
+            self.native_reference in NATIVE_REFERENCES,
+            "native_reference",
+            f"one of {list(NATIVE_REFERENCES)}",
+            self.native_reference,
         )
         require(self.max_panels >= 0, "max_panels", "an integer >= 0", self.max_panels)
         for key in ("train_max_snapshots", "reference_pdf_snapshots"):

@@ -4,7 +4,9 @@ Phases (each in its own module): plan (headers and the manifest; every user erro
 here, before any output: :mod:`~mhdsr.eval.planning`); whole-split statistics (the train
 spectra of ``spectral-noise``, the reference of held-out sims: :mod:`~mhdsr.eval.reference`);
 one sim at a time, snapshot by snapshot, every method, baseline, truth and input, drawing that
-sim's comparison panels on the way (:mod:`~mhdsr.eval.scoring`); pooling, metrics.json
+sim's comparison panels on the way (:mod:`~mhdsr.eval.scoring`); the every-seed reference of
+the held-out shape error over their scored orbit window (:mod:`~mhdsr.eval.native_shape`);
+pooling, metrics.json
 (:mod:`~mhdsr.eval.assemble`), the reading (:mod:`~mhdsr.eval.reading`), figures and report.md
 (:mod:`mhdsr.plots`, :mod:`~mhdsr.eval.report`), each file written atomically.
 """
@@ -24,6 +26,7 @@ from mhdsr.eval.assemble import assemble_metrics
 from mhdsr.eval.config import EvalConfig
 from mhdsr.eval.curve import SimResult
 from mhdsr.eval.inputs import ShardTruth, discover
+from mhdsr.eval.native_shape import orbit_window, seed_spectra
 from mhdsr.eval.planning import (
     HELDOUT,
     baseline_inputs,
@@ -207,10 +210,28 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             bar.close()
     timing["scoring_s"] = time.perf_counter() - t0
 
+    # ---- the every-seed reference of the held-out shape error (their orbit window)
+    seeds = None
+    win = orbit_window([o for r in results if r.group == HELDOUT for o in r.orbits])
+    if held and cfg.native_reference == "all" and win is not None:
+        t0 = time.perf_counter()
+        seeds = seed_spectra(truth, channels, win[:2], win[2])
+        timing["native_reference_s"] = time.perf_counter() - t0
+
     # ---- numbers, reading, figures, files
     native = (native_values, n_native) if held else None
     metrics = clean(
-        assemble_metrics(cfg, files, results, ref, native, train=train, sigmas=sigmas, notes=notes)
+        assemble_metrics(
+            cfg,
+            files,
+            results,
+            ref,
+            native,
+            train=train,
+            sigmas=sigmas,
+            notes=notes,
+            native_seeds=seeds,
+        )
     )
     metrics["readings"] = clean(readings(metrics))
     check_clean(metrics)
