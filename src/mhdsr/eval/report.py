@@ -230,12 +230,60 @@ def _group_details(metrics: Mapping[str, Any], group: str) -> str:
         parts.append(f"### {title}\n\n{t}")
         if readings.get(table):
             parts.append("Reading:\n\n" + _reading_block(readings[table]))
+    shape = _native_shape_table(metrics, group)
+    if shape:
+        parts.append(shape)
     goal = _goal_tables(metrics, group)
     if goal:
         parts.append(goal)
         if readings.get("goal"):
             parts.append("Reading:\n\n" + _reading_block(readings["goal"]))
     return "\n\n".join(parts)
+
+
+#: Baselines shown next to the methods in the held-out shape-error table.
+SHAPE_BASELINES = ("spline", "spectral-noise")
+
+
+def _native_shape_table(metrics: Mapping[str, Any], group: str) -> str | None:
+    """The held-out shape-error table (:mod:`mhdsr.eval.native_shape`): channel, floor, each
+    method's and spline / spectral-noise's shape error, the methods' verdicts."""
+    block = get(metrics, ("native_shape", group))
+    if not isinstance(block, Mapping):
+        return None
+    title = "### Level-free spectral shape error against every hi seed\n\n"
+    if not block.get("available"):
+        return title + f"Not computed: {block.get('reason', '')}"
+    curves = block["curves"]
+    methods = [m["name"] for m in metrics["methods"] if m["name"] in curves]
+    shown = methods + [b for b in SHAPE_BASELINES if b in curves]
+    fl = block["floor"]
+    rows = []
+    for ch in metrics["channels"]:
+        floor = get(fl, ("channels", ch, "shape")) if fl.get("available") else None
+        verdict = ", ".join(
+            (f"{m}: " if len(methods) > 1 else "") + ("met" if curves[m][ch]["met"] else "not met")
+            for m in methods
+        )
+        rows.append([ch, fmt(floor), *(fmt(curves[c][ch]["shape_error"]) for c in shown),
+                     verdict or "—"])  # fmt: skip
+    ref = block["reference"]
+    floor_txt = (
+        f"The floor is the shape error a real {metrics['grids']['n_hi']}² run itself scores "
+        "against the mean of the other seeds (leave-one-out over the "
+        f"{len(ref['seeds'])} seeds): a model at most {fmt(block['floor_factor'])} x the floor "
+        f"(or at most {fmt(block['shape_bar'])} dex) is as close to the reference as one "
+        "realization is to another."
+        if fl.get("available")
+        else f"Floor unavailable: {fl.get('reason', '')}."
+    )
+    return (
+        title
+        + f"Reference: {ref['description']}. {block['definition']} Rule: {block['rule']}. "
+        + floor_txt
+        + "\n\n"
+        + _table(["channel", "floor", *shown, "verdict"], rows)
+    )
 
 
 #: At most this many snapshots per method in the per-snapshot goal table (the worst ones).
