@@ -22,7 +22,11 @@ Goals (test split, every channel, ensemble >= 4):
 8. |member-member - member-truth| generated-band coherence <= 0.05 (a calibrated ensemble's
    members agree with each other as much as with the truth);
 9. div B and jz - curl B residuals <= 2 x the truth's;
-10. on every snapshot of seeds outside training, transition-band coherence >= the spline's - 0.02.
+10. on every snapshot of seeds outside training, transition-band coherence >= the spline's - 0.02;
+11. held-out native-128 runs (no pixel truth): native-128 shape error <= 0.15 or <= 1.5 x floor
+    (the level-free generated-band shape error against the mean of every 256² seed in their orbit
+    window; the floor is a real 256² run's own leave-one-out shape error; metrics.json
+    ``native_shape.heldout``, mhdsr.eval.native_shape).
 
 Why goal 5 scores the ensemble mean and goal 8 exists: for a calibrated ensemble (truth
 exchangeable with a member; signal power S and unpredictable power N in a band) a single
@@ -61,6 +65,8 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 from mhdsr.eval.reading import INTERPOLANTS, MEMBER_GAP  # noqa: E402
 
 ABLATION = Path(__file__).with_name("science_ablation.json")
+#: Goal 11 (held-out native-128 runs).
+NATIVE_SHAPE = "native-128 shape error <= 0.15 or <= 1.5 x floor"
 
 
 def _get(d: Any, *path: str) -> Any:
@@ -90,6 +96,8 @@ def goals_of(metrics: dict[str, Any], group: str = "test") -> dict[str, Any]:
     interps = [b for b in INTERPOLANTS if b in summ]
     phys = _get(metrics, "physics", "groups", group) or {}
     tc = _get(metrics, "goals", "transition_coherence", "groups", group) or {}
+    shape = _get(metrics, "native_shape", "heldout") or {}
+    shape_curves = shape.get("curves", {}) if shape.get("available") else {}
     out: dict[str, Any] = {}
     for m in methods:
         g: dict[str, dict[str, Any]] = {}
@@ -172,6 +180,17 @@ def goals_of(metrics: dict[str, Any], group: str = "test") -> dict[str, Any]:
                     t.get("min_diff"),
                     -0.02,
                     t.get("pass"),
+                )
+            r = _get(shape_curves, m, ch)
+            if r is not None:
+                fl = _get(shape, "floor", "channels", ch, "shape")
+                put(
+                    NATIVE_SHAPE,
+                    ch,
+                    r["shape_error"],
+                    r["bar"],
+                    r["met"],
+                    "held-out; floor unavailable" if fl is None else f"held-out; floor {_fmt(fl)}",
                 )
         v, b = _get(summ, m, "jz", "jz_pdf_w1"), _get(summ, "spectral-noise", "jz", "jz_pdf_w1")
         if v is not None:
