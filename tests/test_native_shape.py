@@ -207,6 +207,20 @@ def test_shape_block_floor_bar_and_verdicts() -> None:
     assert none["available"] is False and "orbit window" in none["reason"]
 
 
+def test_native_reference_split_and_unavailable_blocks_say_why() -> None:
+    from mhdsr.eval.assemble import _native_shape
+    from mhdsr.eval.report import _native_shape_table
+
+    cfg = EvalConfig(native_reference="split", baselines=["spline"])
+    block = _native_shape(cfg, {}, None, ["velx"], N_LO, N_HI)
+    assert block["available"] is False and "native_reference is 'split'" in block["reason"]
+    text = _native_shape_table({"native_shape": {"heldout": block}}, "heldout")
+    assert text is not None and "Not computed: config key native_reference is 'split'" in text
+    assert _native_shape_table({"native_shape": {}}, "heldout") is None
+    block = _native_shape(EvalConfig(), {}, None, ["velx"], N_LO, N_HI)
+    assert block["available"] is False and "no orbit window" in block["reason"]
+
+
 def test_config_key_native_reference() -> None:
     assert EvalConfig().native_reference == "all"
     EvalConfig(native_reference="split").validate()
