@@ -224,3 +224,21 @@ def test_residual_level_follows_the_inputs_small_scales() -> None:
         MethodConfig(residual_kmin=8, scale="global").validate()
     with pytest.raises(ConfigError, match="residual_kmin"):
         MethodConfig(residual_kmin=-1).validate()
+
+
+def test_median_residual_estimator_is_a_typical_samples_scale() -> None:
+    """residual_estimator = median: the median over samples of each sample's residual rms, so
+    one loud sample of another regime does not set s_r (the pooled std follows it)."""
+    g = torch.Generator().manual_seed(0)
+    hi = torch.randn(5, 2, 16, 16, dtype=torch.float64, generator=g)
+    hi[0] *= 30.0  # one sample of a much louder residual (global scale: no level divides it out)
+    pooled = residual_std(hi, MethodConfig(upsample="bilinear", scale="global"))
+    med = residual_std(
+        hi, MethodConfig(upsample="bilinear", scale="global", residual_estimator="median")
+    )
+    res = hi - upsample(avgpool2(hi), 2, "bilinear")
+    per = (res - res.mean(dim=(-2, -1), keepdim=True)).square().mean(dim=(-2, -1)).sqrt()
+    torch.testing.assert_close(med, per.median(dim=0).values)
+    assert bool((pooled > 5 * med).all())  # the pooled std is the loud sample's
+    with pytest.raises(ConfigError, match="residual_estimator"):
+        MethodConfig(residual_estimator="mean").validate()  # type: ignore[arg-type]

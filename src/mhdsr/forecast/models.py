@@ -162,7 +162,7 @@ class FlowForecaster:
         sampler's NFE network evaluations."""
         u, extra = self.source_of(x)
         y = self.form.sample_pair(
-            sampler.name, self.net, u, self.form.lo_stats(x), noise, n_steps=sampler.steps,
+            sampler.name, self.net, u, self.form.lo_stats(x), sampler.noise(noise), n_steps=sampler.steps,
             grid=sampler.grid, rho=sampler.rho, options=dict(sampler.options), extra=extra,
         )  # fmt: skip
         if self.form.method.derive_jz and {"Bx", "By", "jz"} <= set(self.channels):

@@ -9,11 +9,15 @@ it meant when it was written.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mhdsr.config import require
 from mhdsr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mhdsr.method.noise import NoiseSource
 
 #: Interpolations of ``u = Up(lo)`` (periodic, cell-centred; mhdsr.method.grid.upsample).
 UpsampleMode = Literal["bilinear", "bicubic", "spline"]
@@ -78,6 +82,10 @@ class MethodConfig:
     #: small-scale activity: a quiet (onset) snapshot gets a small residual whatever its
     #: large-scale flow (docs/design.md, "Regimes"); the network's conditioning stays in units of a
     residual_kmin: int = 0
+    #: how s_r is estimated from the residual samples: "pooled" (the std of all their pixels) or
+    #: "median" (the median over samples of each sample's rms: a typical snapshot's scale, not
+    #: dominated by a few snapshots of another regime whose residual/level ratio is larger)
+    residual_estimator: Literal["pooled", "median"] = "pooled"
     #: project every sample onto {x : avgpool2(x) = lo} (hard consistency with the input)
     project: bool = True
     #: replace the generated jz by the periodic centred-difference curl of the generated Bx, By
@@ -100,6 +108,12 @@ class MethodConfig:
         )
         require(self.scale_floor > 0, "method.scale_floor", "> 0", self.scale_floor)
         require(self.scale_kmin >= 0, "method.scale_kmin", ">= 0", self.scale_kmin)
+        require(
+            self.residual_estimator in ("pooled", "median"),
+            "method.residual_estimator",
+            "pooled | median",
+            self.residual_estimator,
+        )
         require(self.residual_kmin >= 0, "method.residual_kmin", ">= 0", self.residual_kmin)
         require(
             self.residual_kmin == 0 or (self.scale == "instance" and self.formulation == "residual"),
@@ -129,6 +143,7 @@ ORIGINAL_RECIPE: dict[str, object] = {
     "scale_floor": 1e-4,
     "scale_kmin": 0,
     "residual_kmin": 0,
+    "residual_estimator": "pooled",
     "project": False,
     "derive_jz": False,
 }
@@ -154,6 +169,17 @@ class SamplerConfig:
     rho: float = 7.0
     #: sampler keywords (euler_maruyama: delta, delta_schedule, max_churn)
     options: dict[str, Any] = field(default_factory=dict)
+    #: source temperature: x0 = T sigma eps, [T] for every channel or one value per channel
+    #: (noise inflation; shipped values are tuned on the validation split, never on test:
+    #: docs/design.md, "Calibration"); [1.0] = the trained source
+    temperature: list[float] = field(default_factory=lambda: [1.0])
+
+    def noise(self, source: NoiseSource) -> NoiseSource:
+        """``source`` with this sampler's temperature on its first draw (itself when T = 1)."""
+        from mhdsr.method.noise import SourceTemperature
+
+        t = [float(v) for v in self.temperature]
+        return source if all(v == 1.0 for v in t) else SourceTemperature(source, t)
 
     def validate(self) -> None:
         """Raises ConfigError naming ``sampler.<key>`` (unknown name or option)."""
@@ -163,6 +189,13 @@ class SamplerConfig:
         require(spec is not None, "sampler.name", " | ".join(SAMPLERS), self.name)
         require(self.steps >= 1, "sampler.steps", "an integer >= 1", self.steps)
         require(self.rho > 0, "sampler.rho", "> 0", self.rho)
+        temps = list(self.temperature)
+        require(
+            len(temps) >= 1 and all(math.isfinite(float(v)) and float(v) > 0 for v in temps),
+            "sampler.temperature",
+            "a list of numbers > 0: [T] for every channel or one per channel",
+            self.temperature,
+        )
         unknown = sorted(set(self.options) - spec.options)
         if unknown:
             raise ConfigError(

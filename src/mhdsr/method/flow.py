@@ -643,7 +643,9 @@ def _band_rms(lo_n: Tensor, kmin: int) -> Tensor:
 
 def residual_std(hi_n: Sequence[Tensor] | Tensor, method: MethodConfig) -> Tensor:
     """Per-channel population std of ``(hi_n - Up(avgpool2(hi_n))) / b`` over fields ``hi_n``
-    (``b`` the residual level of :func:`level_stats`; 1 for global scale).
+    (``b`` the residual level of :func:`level_stats`; 1 for global scale); with
+    ``method.residual_estimator = "median"`` the median over the fields of each field's own
+    (mean-removed) rms instead.
 
     Args:
         hi_n: ``(N, C, H, W)`` normalized hi fields (or a sequence of ``(C, H, W)``).
@@ -657,6 +659,9 @@ def residual_std(hi_n: Sequence[Tensor] | Tensor, method: MethodConfig) -> Tenso
     lo = avgpool2(x)
     _, _, b = level_stats(lo, method)
     res = (x - upsample(lo, 2, method.upsample)) / b
+    if method.residual_estimator == "median":
+        per = (res - res.mean(dim=(-2, -1), keepdim=True)).square().mean(dim=(-2, -1)).sqrt()
+        return per.median(dim=0).values  # (C,): lower median over the N samples
     return res.transpose(0, 1).reshape(x.shape[1], -1).std(dim=1, unbiased=False)
 
 

@@ -160,6 +160,7 @@ def sampler_spec(cfg: SampleConfig, lm: LoadedModel) -> dict[str, Any]:
         "grid": s.grid,
         "rho": float(s.rho),
         "options": dict(s.options),
+        "temperature": [float(v) for v in s.temperature],
         "nfe": expected_nfe(s.name, int(s.steps)),
         "t_min": lm.t_min,
         "t_max": lm.t_max,
@@ -172,6 +173,11 @@ def _check_sampler(cfg: SampleConfig, lm: LoadedModel) -> None:
     from mhdsr.method.samplers import sample
 
     s = cfg.sampler
+    if len(s.temperature) not in (1, len(lm.channels)):
+        raise ConfigError(
+            f"config key 'sampler.temperature': {len(s.temperature)} values for the model's "
+            f"{len(lm.channels)} channels {list(lm.channels)}; give one value or one per channel"
+        )
     try:
         sample(
             s.name,
@@ -393,7 +399,7 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
             lo_n = torch.stack([u_cache[t][0] for t, _ in batch])
             u = torch.stack([u_cache[t][1] for t, _ in batch])
             keys = [(name_word(sim.name), sim.seed, *sim.snaps[t].noise_key, m) for t, m in batch]
-            noise = PerSampleNoise.from_keys(cfg.seed, keys, device=dev, dtype=torch.float32)
+            noise = s.noise(PerSampleNoise.from_keys(cfg.seed, keys, device=dev, dtype=torch.float32))
             x = lm.form.sample(
                 s.name, lm.model, lo_n, noise,
                 n_steps=s.steps, grid=s.grid, rho=s.rho, options=s.options, u=u,
