@@ -30,18 +30,19 @@ T0=$(date +%s)
 stage() { printf '\n\033[1m[%s +%ss] %s\033[0m\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - T0 ))" "$*"; }
 run() { printf '$ mhdsr %s\n' "$*"; "$PY" -m mhdsr "$@"; }
 
-# splits by seed: the bundled set as the demo; elsewhere 256^2 seeds 0, 2, 4 train, 3 val, 1 test
+# splits by seed: the bundled set as the demo; elsewhere the three 256^2 seeds with turbulence are
+# one per split (0 train, 4 val: the sampler's temperature is calibrated on it, 1 test) and the
+# linear-phase-only seeds 2, 3 train
 if [ -n "${SCIENCE_SPLIT:-}" ]; then read -r -a SPLIT <<< "$SCIENCE_SPLIT"
 elif [ "$NAME_DEFAULT" = bundled ]; then SPLIT=("split.seeds.train=[0,2]" "split.seeds.val=[3,4]" "split.seeds.test=[1]")
-else SPLIT=("split.seeds.train=[0,2,4]" "split.seeds.val=[3]" "split.seeds.test=[1]"); fi
+else SPLIT=("split.seeds.train=[0,2,3]" "split.seeds.val=[4]" "split.seeds.test=[1]"); fi
 VAL=()
-[ "$NAME_DEFAULT" = bundled ] || VAL=(data.val_orbit_start=0)   # the val seed 3 there is linear-phase only
-TRAIN=() ; [ -n "${SCIENCE_STEPS:-}" ] && TRAIN=(max_steps="$SCIENCE_STEPS") ; SAMPLE=(ensemble=4 progress=false) ; TEST=() ; HELD=(inputs.snap_start=6 inputs.snap_end=12 inputs.stride=2)
+TRAIN=() ; [ -n "${SCIENCE_STEPS:-}" ] && TRAIN=(max_steps="$SCIENCE_STEPS") ; SAMPLE=(ensemble=4 progress=false) ; TEST=() ; HELD=(inputs.snap_start=6 inputs.snap_end=12 inputs.stride=2) ; CAL=(ROUNDS=2 ENSEMBLE=4) ; CAL_ARGS=(inputs.stride=2)
 if [ "$SMOKE" = 1 ]; then
   TRAIN=(max_steps=4 model.width=8 model.mults=[1,2] model.attn_levels=[] model.groups=4 model.attn_head_dim=8
          data.crop=32 data.micro_batch=2 log.every=2 log.val_every=0 log.image_every=0 checkpoint.every=4 method.residual_samples=4)
   SAMPLE=(ensemble=2 progress=false) ; TEST=(inputs.snap_end=13)
-  HELD=(inputs.snap_start=6 inputs.snap_end=6)
+  HELD=(inputs.snap_start=6 inputs.snap_end=6) ; CAL=(ROUNDS=1 ENSEMBLE=2) ; CAL_ARGS=(inputs.stride=4)
 fi
 
 stage "1/5 shards of $DATA -> $OUT/shards"
@@ -54,13 +55,18 @@ OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --nproc_per_node=2 --master_por
     -m mhdsr train --config configs/train/cpu-base.yaml shards="$OUT/shards" run_dir="$OUT/train" "${VAL[@]}" "${TRAIN[@]}"
 TRAIN_S=$(( $(date +%s) - T1 ))
 
-stage "3/5 sample the test split: Heun ODE and Euler-Maruyama SDE, ensemble ${SAMPLE[0]#ensemble=}"
+stage "3/5 calibrate the ODE sampler's source temperature on the val split, then sample the test split: Heun ODE (trained and calibrated temperature) and Euler-Maruyama SDE, ensemble ${SAMPLE[0]#ensemble=}"
 COMMON=(checkpoint="$OUT/train" shards="$OUT/shards")
+env "${CAL[@]}" PY="$PY" bash scripts/calibrate.sh "$OUT/train" "$OUT/shards" "$OUT/calibration" sampler.name=heun sampler.steps=4 "${CAL_ARGS[@]}"
+read -r TEMP CALIBRATED < <("$PY" -c "import json; t = json.load(open('$OUT/calibration/calibration.json'))['temperature']; print('[' + ','.join(f'{v:.4g}' for v in t) + ']', int(any(v != 1 for v in t)))")
 run sample --config configs/sample/demo.yaml "${COMMON[@]}" sampler.name=heun sampler.steps=4 "${SAMPLE[@]}" "${TEST[@]}" output_dir="$OUT/samples/ode-test"
+[ "$CALIBRATED" = 0 ] || run sample --config configs/sample/demo.yaml "${COMMON[@]}" sampler.name=heun sampler.steps=4 \
+    "sampler.temperature=$TEMP" "${SAMPLE[@]}" "${TEST[@]}" output_dir="$OUT/samples/ode-test-calibrated"
 run sample --config configs/sample/demo.yaml "${COMMON[@]}" sampler.name=euler_maruyama sampler.steps=8 "${SAMPLE[@]}" "${TEST[@]}" output_dir="$OUT/samples/sde-test"
 
 stage "4/5 sample the held-out native 128^2 runs"
-RUNS=(inputs.kind=runs "inputs.runs=[$DATA/mri128_nu3e-5/seed_*]" "${HELD[@]}")
+# the 0.5-orbit native runs (their file numbers 6..12 are 3..6 orbits; the 0.1-orbit forecast runs number otherwise)
+RUNS=(inputs.kind=runs "inputs.runs=[\"$DATA/mri128_nu3e-5/seed_000[0-3]\"]" "${HELD[@]}")
 run sample --config configs/sample/demo.yaml "${COMMON[@]}" "${RUNS[@]}" sampler.name=heun sampler.steps=4 "${SAMPLE[@]}" output_dir="$OUT/samples/ode-heldout"
 run sample --config configs/sample/demo.yaml "${COMMON[@]}" "${RUNS[@]}" sampler.name=euler_maruyama sampler.steps=8 "${SAMPLE[@]}" output_dir="$OUT/samples/sde-heldout"
 

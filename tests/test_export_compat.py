@@ -28,6 +28,8 @@ OLD_METHOD = {
     "logit_mean": 0.0, "logit_std": 1.0, "upsample": "spline", "formulation": "residual",
     "residual_samples": 8, "scale": "instance", "scale_floor": 0.0001, "scale_kmin": 0,
     "project": True, "derive_jz": True,
+    # fields the export predates, filled from ORIGINAL_RECIPE (what the old code did)
+    "residual_kmin": 0, "residual_estimator": "pooled",
 }  # fmt: skip
 OLD_RESIDUAL_STD = [0.05467642843723297, 0.047694072127342224, 0.11240560561418533]
 #: the old code's Heun sample (2 steps) of the fixed input below, physical units, jz derived:

@@ -121,7 +121,7 @@ def test_step_decodes_residual_and_derives_jz():
     replaced by the curl of the drawn (Bx, By)."""
     channels = ["density", "velx", "vely", "velz", "Bx", "By", "Bz", "jz"]
     r = torch.linspace(0.5, 1.2, 8)
-    form = Formulation(MethodConfig(project=False, derive_jz=False), r)
+    form = Formulation(MethodConfig(project=False, residual_kmin=0, derive_jz=False), r)
     norm = Normalizer(np.zeros(8, np.float32), np.ones(8, np.float32))
     fm = FlowForecaster(
         net=_Zero(), form=form, channels=channels, norm=norm, dt_orbits=0.1, grid=(32, 32),
@@ -133,7 +133,7 @@ def test_step_decodes_residual_and_derives_jz():
     eps = PerSampleNoise.from_keys(5, keys).draw((8, 32, 32))
     a = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
     torch.testing.assert_close(y, x + a * r[:, None, None] * eps, rtol=1e-5, atol=1e-5)
-    fm.form = Formulation(MethodConfig(project=False, derive_jz=True), r)
+    fm.form = Formulation(MethodConfig(project=False, residual_kmin=0, derive_jz=True), r)
     y2 = fm.step_once(x, PerSampleNoise.from_keys(5, keys), SamplerConfig(name="heun", steps=3))
     from mhdsr.method.grid import curl_z
 

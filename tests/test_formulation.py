@@ -105,7 +105,9 @@ def test_target_decode_roundtrip_and_source_mean(scale: str) -> None:
 @pytest.mark.parametrize("scale", ["global", "instance"])
 def test_residual_std_of_known_fields(scale: str) -> None:
     hi = torch.randn(4, 2, 16, 16, dtype=torch.float64)
-    method = MethodConfig(upsample="bilinear", scale=scale)
+    method = MethodConfig(
+        upsample="bilinear", scale=scale, residual_kmin=0, residual_estimator="pooled"
+    )
     r = residual_std(hi, method)
     lo = avgpool2(hi)
     res = hi - upsample(lo, 2, "bilinear")
@@ -198,9 +200,10 @@ def test_residual_level_follows_the_inputs_small_scales() -> None:
     lo = (big + small).expand(1, 1, 32, 32).clone()
     method = MethodConfig(residual_kmin=8)
     m, a, b = level_stats(lo, method)
-    assert float(a) == pytest.approx(((0.5 + 0.045)) ** 0.5, rel=1e-9)
+    assert float(a) == pytest.approx((0.5 + 0.045) ** 0.5, rel=1e-9)
     assert float(b) == pytest.approx(0.3 / 2**0.5, rel=1e-9)
-    assert torch.equal(level_stats(lo, MethodConfig())[2], level_stats(lo, MethodConfig())[1])
+    b0 = MethodConfig(residual_kmin=0)
+    assert torch.equal(level_stats(lo, b0)[2], level_stats(lo, b0)[1])
 
     r = torch.tensor([0.2])
     form = Formulation(method, r)
@@ -220,8 +223,7 @@ def test_residual_level_follows_the_inputs_small_scales() -> None:
     dq = form.decode(x, uq, sq) - uq
     d0 = form.decode(x, u0, s0) - u0
     torch.testing.assert_close(dq, 0.1 * d0)
-    with pytest.raises(ConfigError, match="residual_kmin"):
-        MethodConfig(residual_kmin=8, scale="global").validate()
+    assert level_stats(lo, MethodConfig(residual_kmin=8, scale="global"))[2] == 1.0  # unused
     with pytest.raises(ConfigError, match="residual_kmin"):
         MethodConfig(residual_kmin=-1).validate()
 
@@ -232,7 +234,9 @@ def test_median_residual_estimator_is_a_typical_samples_scale() -> None:
     g = torch.Generator().manual_seed(0)
     hi = torch.randn(5, 2, 16, 16, dtype=torch.float64, generator=g)
     hi[0] *= 30.0  # one sample of a much louder residual (global scale: no level divides it out)
-    pooled = residual_std(hi, MethodConfig(upsample="bilinear", scale="global"))
+    pooled = residual_std(
+        hi, MethodConfig(upsample="bilinear", scale="global", residual_estimator="pooled")
+    )
     med = residual_std(
         hi, MethodConfig(upsample="bilinear", scale="global", residual_estimator="median")
     )

@@ -188,7 +188,10 @@ def read_header(path: Path, root: Path) -> SampleFile:
         raise EvalInputError(
             f"{path}: attribute lo_kind must be one of {LO_KINDS}, got {lo_kind!r}"
         )
-    base = f"{attrs['weights']}/{name}-{steps}"
+    temps = attrs["sampler"].get("temperature") or [1.0]
+    # a source temperature other than 1 (sampler.temperature) is another method: "+T"
+    tagged = any(float(v) != 1.0 for v in temps) if isinstance(temps, list) else False
+    base = f"{attrs['weights']}/{name}-{steps}" + ("+T" if tagged else "")
     return SampleFile(
         path=path,
         rel=str(path.relative_to(root)),

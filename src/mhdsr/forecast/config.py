@@ -159,7 +159,13 @@ class FlowForecastTrainConfig(TrainerConfig):
     shards: str = "runs/demo-forecast/shards"
     data: ForecastDataConfig = field(default_factory=ForecastDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=lambda: MethodConfig(project=False))
+    #: the SR recipe without the projection, with the residual level b = a and the pooled s_r
+    #: the forecaster was measured with (docs/forecast.md)
+    method: MethodConfig = field(
+        default_factory=lambda: MethodConfig(
+            project=False, residual_kmin=0, residual_estimator="pooled"
+        )
+    )
     forecast: FlowSourceConfig = field(default_factory=FlowSourceConfig)
 
     def validate_task(self) -> None:

@@ -32,7 +32,7 @@ from mhdsr.errors import ConfigError
 from mhdsr.forecast.config import FlowForecastTrainConfig
 from mhdsr.forecast.data import WindowData
 from mhdsr.forecast.models import embedded_operator, load_operator, source_mean
-from mhdsr.method.flow import Formulation
+from mhdsr.method.flow import Formulation, residual_scale
 from mhdsr.method.noise import seed_for
 from mhdsr.runtime.distributed import DistEnv, all_reduce_sum
 from mhdsr.runtime.monitor import Monitor
@@ -121,7 +121,8 @@ class FlowForecastTask:
         self.val_seq = data.val_seq
 
     def _residual_std(self, windows: list[Any]) -> Tensor:
-        """Per-channel population std of ``(x_{s+1} - u(x_s)) / a(x_s)`` over every pair."""
+        """Per-channel scale of ``(x_{s+1} - u(x_s)) / b(x_s)`` over every pair
+        (:func:`~mhdsr.method.flow.residual_scale` with ``method.residual_estimator``)."""
         if not windows:
             raise ConfigError(
                 f"config key 'shards': {self.cfg.shards}: no train window to measure the residual scale"
@@ -132,7 +133,7 @@ class FlowForecastTask:
         u, _ = self._source(x)
         _, _, b = self.form.lo_stats(x)
         res = ((y - u) / b).double()
-        return res.transpose(0, 1).reshape(res.shape[1], -1).std(dim=1, unbiased=False).cpu()
+        return residual_scale(res, self.form.method.residual_estimator).cpu()
 
     def _source(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         return source_mean(x, self.cfg.forecast.source, self.operator, self.norm, self.form)

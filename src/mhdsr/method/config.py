@@ -76,16 +76,16 @@ class MethodConfig:
     #: scale = instance: a is the rms of the lo field in the shells |k| >= scale_kmin of the lo
     #: grid (0 = its whole std); the small-scale activity sets the size of the residual
     scale_kmin: int = 0
-    #: scale = instance, residual formulation: the residual's own level b is the rms of the lo
+    #: scale = instance, residual formulation (unused otherwise): the residual's own level b is the rms of the lo
     #: field in the shells |k| >= residual_kmin of the lo grid (0 = b = a). The interpolation
     #: residual continues the input's smallest resolved scales, so b follows the input's own
     #: small-scale activity: a quiet (onset) snapshot gets a small residual whatever its
     #: large-scale flow (docs/design.md, "Regimes"); the network's conditioning stays in units of a
-    residual_kmin: int = 0
+    residual_kmin: int = 24
     #: how s_r is estimated from the residual samples: "pooled" (the std of all their pixels) or
     #: "median" (the median over samples of each sample's rms: a typical snapshot's scale, not
     #: dominated by a few snapshots of another regime whose residual/level ratio is larger)
-    residual_estimator: Literal["pooled", "median"] = "pooled"
+    residual_estimator: Literal["pooled", "median"] = "median"
     #: project every sample onto {x : avgpool2(x) = lo} (hard consistency with the input)
     project: bool = True
     #: replace the generated jz by the periodic centred-difference curl of the generated Bx, By
@@ -115,12 +115,6 @@ class MethodConfig:
             self.residual_estimator,
         )
         require(self.residual_kmin >= 0, "method.residual_kmin", ">= 0", self.residual_kmin)
-        require(
-            self.residual_kmin == 0 or (self.scale == "instance" and self.formulation == "residual"),
-            "method.residual_kmin",
-            "0 unless scale = instance and formulation = residual",
-            self.residual_kmin,
-        )
 
 
 #: The original recipe, which the defaults were before issue 18: the interpolant from a

@@ -658,11 +658,23 @@ def residual_std(hi_n: Sequence[Tensor] | Tensor, method: MethodConfig) -> Tenso
     x = x.to(torch.float64)
     lo = avgpool2(x)
     _, _, b = level_stats(lo, method)
-    res = (x - upsample(lo, 2, method.upsample)) / b
-    if method.residual_estimator == "median":
+    return residual_scale((x - upsample(lo, 2, method.upsample)) / b, method.residual_estimator)
+
+
+def residual_scale(res: Tensor, estimator: str = "pooled") -> Tensor:
+    """``(C,)`` scale ``s_r`` of level-scaled residuals ``res`` ``(N, C, H, W)``: ``pooled`` =
+    the population std of all their values per channel; ``median`` = the (lower) median over
+    the N samples of each sample's mean-removed rms (a typical sample's scale).
+
+    Raises:
+        ConfigError: an unknown estimator.
+    """
+    if estimator == "median":
         per = (res - res.mean(dim=(-2, -1), keepdim=True)).square().mean(dim=(-2, -1)).sqrt()
-        return per.median(dim=0).values  # (C,): lower median over the N samples
-    return res.transpose(0, 1).reshape(x.shape[1], -1).std(dim=1, unbiased=False)
+        return per.median(dim=0).values
+    if estimator != "pooled":
+        raise ConfigError(f"method.residual_estimator: expected pooled | median, got {estimator!r}")
+    return res.transpose(0, 1).reshape(res.shape[1], -1).std(dim=1, unbiased=False)
 
 
 def derive_current(x: Tensor, channels: Sequence[str], lx: float = 1.0, ly: float = 1.0) -> Tensor:
