@@ -42,7 +42,7 @@ if [ "$SMOKE" = 1 ]; then
   TRAIN=(max_steps=4 model.width=8 model.mults=[1,2] model.attn_levels=[] model.groups=4 model.attn_head_dim=8
          data.crop=32 data.micro_batch=2 log.every=2 log.val_every=0 log.image_every=0 checkpoint.every=4 method.residual_samples=4)
   SAMPLE=(ensemble=2 progress=false) ; TEST=(inputs.snap_end=13)
-  HELD=(inputs.snap_start=6 inputs.snap_end=6) ; CAL=(ROUNDS=1 ENSEMBLE=2) ; CAL_ARGS=(inputs.stride=4)
+  HELD=(inputs.snap_start=6 inputs.snap_end=6) ; CAL=(ROUNDS=2 ENSEMBLE=2) ; CAL_ARGS=(inputs.stride=4)
 fi
 
 stage "1/5 shards of $DATA -> $OUT/shards"
