@@ -182,6 +182,11 @@ def test_metrics_json_structure_and_finite_values(run) -> None:
     want = ts["coherence.transition"]["jz"][0] - rec["per_snapshot"]["spline"][
         "coherence.transition"]["jz"][0]  # fmt: skip
     assert d == pytest.approx(want, abs=1e-12)
+    # ... and of the ensemble mean; the goal's min_diff is the worse of the two over snapshots
+    dm = [s["diff_mean"]["jz"] for s in g["per_snapshot"]]
+    assert all(math.isfinite(v) for v in dm) and dm != [s["diff"]["jz"] for s in g["per_snapshot"]]
+    worst = min(min(s["diff"]["jz"], s["diff_mean"]["jz"]) for s in g["per_snapshot"])
+    assert g["channels"]["jz"]["min_diff"] == pytest.approx(worst, abs=1e-12)
     assert "test" in m["targets"] and m["targets"]["heldout"]["name"].startswith("reference")
     # one-member SDE method: ensemble scores are null, each with its reason
     em = m["summary"]["test"]["ema/euler_maruyama-16"]["jz"]
