@@ -177,3 +177,84 @@ def test_train_config_refusal_exits_2(tmp_path, capsys) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "method.degrade" in err and "method.project=false" in err
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+def test_train_export_resume_sample_with_degrade(demo_shards, tmp_path) -> None:
+    """2 steps with degrade on (fitted on the native run seed_0005, not a held-out sim of the
+    demo shards), the export holds T and load_model restores it, a resume refits the same T,
+    `mhdsr sample` on the test split degrades its avgpool2 inputs (degrade = true, finite
+    samples) and the stored input is what eval's consistency check expects."""
+    import json
+
+    import h5py
+    import numpy as np
+
+    from mhdsr.cli import main
+    from mhdsr.config import load_config
+    from mhdsr.dataset.manifest import read_manifest
+    from mhdsr.dataset.shards import HI
+    from mhdsr.eval.consistency import check_input, expected_input, file_transfer
+    from mhdsr.eval.inputs import EvalInputError
+    from mhdsr.method.grid import avgpool2_np
+    from mhdsr.model.inference import load_model
+    from mhdsr.sample.config import SampleConfig
+    from mhdsr.sample.inputs import _read_member, index_shards
+    from train_helpers import REPO, run_train
+
+    native = REPO / "data/athenak/mri128_nu3e-5/seed_0005"
+    run = tmp_path / "train"
+    over = [
+        "method.degrade=true", "method.project=false", f"method.degrade_runs=[{native}]",
+        "method.degrade_samples=4", "method.residual_samples=4", "checkpoint.every=2",
+    ]  # fmt: skip
+    p = run_train(demo_shards, run, "max_steps=2", *over)
+    assert "method.degrade: T fitted on" in p.stdout + p.stderr
+    assert "heldout split" not in p.stdout + p.stderr  # seed_0005 is not a held-out sim
+    meta = json.loads((run / "checkpoints/step_00000002/meta.json").read_text())
+    t_ckpt = np.asarray(meta["normalization"]["degrade_transfer"])
+    assert t_ckpt.shape == (8, 65) and (t_ckpt[:, 0] == 1).all()
+    assert (np.diff(t_ckpt, axis=1) <= 0).all() and t_ckpt.min() >= 1e-3
+
+    lm = load_model(str(run))
+    assert lm.form.method.degrade and not lm.form.project
+    assert lm.form.transfer is not None
+    np.testing.assert_array_equal(lm.form.transfer.numpy(), t_ckpt)
+
+    run_train(demo_shards, run, "max_steps=3", *over)  # resume: the refit T is accepted
+    assert (run / "export/latest").read_text().strip() == "weights_step_00000003.pt"
+    np.testing.assert_array_equal(load_model(str(run)).form.transfer.numpy(), t_ckpt)
+
+    out = tmp_path / "samples"
+    argv = ["sample", "--config", str(REPO / "configs/sample/demo.yaml"), f"checkpoint={run}",
+            f"shards={demo_shards}", f"output_dir={out}", "progress=false", "ensemble=1",
+            "sampler.steps=1", "inputs.snap_end=13"]  # fmt: skip
+    assert main(argv) == 0
+    assert main([*argv, "project=true"]) == 2  # projection would undo the de-filtering
+    (f5,) = sorted(out.glob("*.h5"))
+    with h5py.File(f5) as f:
+        attrs = {k: f.attrs[k] for k in f.attrs}
+        lo, samples = f["input"][:], f["samples"][:]
+        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in f["key"][:]]
+    assert bool(attrs["degrade"]) and json.loads(attrs["settings"])["degrade"] is True
+    assert np.isfinite(samples).all() and samples.shape[-2:] == (256, 256)
+    t_file = file_transfer(attrs, f5.name, 8)
+    np.testing.assert_array_equal(t_file, t_ckpt)
+
+    # the stored input is degrade(avgpool2(truth)), not avgpool2(truth)
+    cfg = load_config(
+        SampleConfig,
+        REPO / "configs/sample/demo.yaml",
+        [f"shards={demo_shards}", f"checkpoint={run}", f"output_dir={out}", "inputs.snap_end=13"],
+    )
+    (sim,) = index_shards(cfg)
+    snap = sim.snaps[0]
+    assert snap.key == keys[0]
+    hi = _read_member(snap, sim.stored_shape, HI)
+    pooled = avgpool2_np(hi)
+    chans = list(read_manifest(demo_shards)["channels"])
+    check_input(f5.name, snap.snapshot, lo[0], expected_input(pooled, t_file), chans, chans)
+    with pytest.raises(EvalInputError, match="not avgpool2 of the truth"):
+        check_input(f5.name, snap.snapshot, lo[0], pooled, chans, chans)
