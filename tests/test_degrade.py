@@ -45,7 +45,7 @@ def test_gaussian_damping_is_recovered() -> None:
     t = fit_transfer(native, pool)
     c = float(((k[1:kref] / k0) ** 2 / 2).mean())  # the normalization's shift of log T
     want = torch.exp(c - (k / k0) ** 2 / 2).clamp(T_MIN, 1.0)
-    want[0] = 1.0
+    want[:kref] = 1.0  # the reference band is pinned
     torch.testing.assert_close(t, want.expand(3, K), rtol=1e-12, atol=1e-15)
     assert t[0, -1] < 0.1  # the top shells are damped
     # an explicit kref moves the normalization band
@@ -72,6 +72,7 @@ def test_fit_only_damps_and_is_monotone() -> None:
     assert (t <= 1).all() and (t >= T_MIN).all() and (t[:, 0] == 1).all()
     assert (t[:, 1:] <= t[:, :-1]).all()  # non-increasing
     assert torch.equal(t[:, -3:], torch.full((2, 3), T_MIN, dtype=torch.float64))
+    assert (t[:, : default_kref(N_LO)] == 1).all()  # the reference band is pinned to 1
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,10 @@ hi snapshots over the same orbit window:
 
 divided by its geometric mean over the lowest shells ``1 <= k < kref`` (so the mean of
 ``log T`` there is 0: ``D`` changes the spectral SHAPE, not the level; a less energetic run is
-another realization, not another resolution), clipped to ``[T_MIN, 1]`` (``D`` can only damp:
+another realization, not another resolution) and pinned to 1 in that band (both resolutions
+resolve the largest scales alike; the shell-to-shell scatter there is the realization noise of
+a few runs, which the running minimum below would otherwise carry to every higher shell),
+clipped to ``[T_MIN, 1]`` (``D`` can only damp:
 it models dissipation, never adds power), made monotone non-increasing in ``k`` (running
 minimum from low ``k``: a stable, smooth filter whatever the noise of the fitted ratio) and
 ``T_c(0) = 1`` (the mean is kept). Shells beyond ``N_lo / 2`` (the corners of the square
@@ -58,8 +61,8 @@ def fit_transfer(e_native: Tensor, e_pool: Tensor, kref: int = 0) -> Tensor:
             ``N_lo = 2 (K - 1)``.
 
     Returns:
-        ``(C, K)`` float64 ``T`` with ``T[:, 0] = 1``, values in ``[T_MIN, 1]``, non-increasing
-        in ``k``.
+        ``(C, K)`` float64 ``T`` with ``T[:, k] = 1`` for ``k < kref``, values in
+        ``[T_MIN, 1]``, non-increasing in ``k``.
 
     Raises:
         ValueError: shapes that differ or are not ``(C, K)`` with ``K >= 3``, ``kref`` outside
@@ -85,6 +88,7 @@ def fit_transfer(e_native: Tensor, e_pool: Tensor, kref: int = 0) -> Tensor:
             )
     log_t = 0.5 * (torch.log(en[:, 1:]) - torch.log(ep[:, 1:]))  # (C, K - 1), shells 1..K-1
     log_t = log_t - log_t[:, : kref - 1].mean(dim=1, keepdim=True)
+    log_t[:, : kref - 1] = 0.0  # the reference band is pinned to 1 (its scatter is realization)
     t = torch.exp(log_t).clamp(T_MIN, 1.0)
     t = torch.cummin(t, dim=1).values
     return torch.cat([torch.ones_like(t[:, :1]), t], dim=1)
