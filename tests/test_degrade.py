@@ -180,9 +180,20 @@ def test_train_config_refusal_exits_2(tmp_path, capsys) -> None:
     assert "method.degrade" in err and "method.project=false" in err
 
 
+def test_forecast_refuses_degrade() -> None:
+    from conftest import REPO
+    from mhdsr.config import load_config
+    from mhdsr.forecast.config import FlowForecastTrainConfig
+
+    over = ["method.degrade=true", 'method.degrade_runs=["x/seed_*"]']
+    with pytest.raises(ConfigError, match="method.degrade"):
+        load_config(FlowForecastTrainConfig, REPO / "configs/forecast/flow-cpu-small.yaml", over)
+
+
 # ---------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_train_export_resume_sample_with_degrade(demo_shards, tmp_path) -> None:
     """2 steps with degrade on (fitted on the native run seed_0005, not a held-out sim of the
     demo shards), the export holds T and load_model restores it, a resume refits the same T,
