@@ -270,3 +270,11 @@ def test_train_export_resume_sample_with_degrade(demo_shards, tmp_path) -> None:
     check_input(f5.name, snap.snapshot, lo[0], expected_input(pooled, t_file), chans, chans)
     with pytest.raises(EvalInputError, match="not avgpool2 of the truth"):
         check_input(f5.name, snap.snapshot, lo[0], pooled, chans, chans)
+
+    # mhdsr eval scores it (its input and baselines from the stored, degraded lo)
+    ev = tmp_path / "eval"
+    assert main(["eval", "--config", str(REPO / "configs/eval/demo.yaml"), f"samples={out}",
+                 f"shards={demo_shards}", f"output_dir={ev}", "progress=false", "max_panels=0",
+                 "baselines=[spline]"]) == 0  # fmt: skip
+    test = json.loads((ev / "metrics.json").read_text())["summary"]["test"]
+    assert "spline" in test and any(k.startswith("ema/heun") for k in test)
