@@ -37,7 +37,8 @@ class MethodConfig:
     ``residual_samples`` = 64 train samples), loss ``loss_scale = 1`` times the mean squared
     velocity error, training times uniform on ``[1e-4, 1 - 1e-4]``; every sample is **projected**
     onto the input's 2x2 block means and its ``jz`` is **derived** as the curl of the generated
-    ``(Bx, By)``.
+    ``(Bx, By)``. Degradation matching (``degrade``: inputs filtered like native lo runs,
+    :mod:`mhdsr.method.degrade`) is off.
 
     These defaults are the ``method`` section of every shipped train config
     (configs/train/*.yaml, checked by tests/test_architecture.py). The configs share every field
