@@ -44,7 +44,12 @@ OLD_VALUES = [
 def test_old_export_loads_with_its_method() -> None:
     lm = load_model(str(OLD))
     assert lm.channels == ["Bx", "By", "jz"] and lm.step == 2
-    assert dataclasses.asdict(lm.form.method) == OLD_METHOD
+    got = dataclasses.asdict(lm.form.method)
+    assert {k: got[k] for k in OLD_METHOD} == OLD_METHOD
+    # fields added after that commit take their original-recipe value (residual_kmin, ...)
+    assert {k: v for k, v in got.items() if k not in OLD_METHOD} == {
+        k: v for k, v in ORIGINAL_RECIPE.items() if k not in OLD_METHOD
+    }
     torch.testing.assert_close(lm.form.residual_std, torch.tensor(OLD_RESIDUAL_STD), rtol=0, atol=0)
 
 
@@ -80,3 +85,31 @@ def test_method_of_export() -> None:
     full = dataclasses.asdict(MethodConfig())
     assert method_of_export(full) == MethodConfig()
     assert MethodConfig() != MethodConfig(**ORIGINAL_RECIPE)  # type: ignore[arg-type]
+
+
+def test_degrade_export_loads_with_its_transfer_function(tmp_path: Path) -> None:
+    """An export of a method.degrade model restores its transfer function into the
+    Formulation; one that lacks it is refused, naming the method."""
+    from mhdsr.errors import CheckpointError
+
+    payload = torch.load(OLD, weights_only=True)
+    t = torch.ones(3, 5, dtype=torch.float64)
+    t[:, 2:] = torch.tensor([0.9, 0.5, 0.2], dtype=torch.float64)
+    payload["method"] = {**payload["method"], "degrade": True, "project": False,
+                         "degrade_runs": ["data/athenak/mri128_nu3e-5/seed_0005"]}  # fmt: skip
+    payload["normalization"] = {**payload["normalization"], "degrade_transfer": t.tolist()}
+    torch.save(payload, tmp_path / "weights_step_00000002.pt")
+    lm = load_model(str(tmp_path))
+    assert lm.form.method.degrade and lm.form.transfer is not None
+    assert torch.equal(lm.form.transfer, t)
+    hi = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    pooled = hi.reshape(2, 3, 8, 2, 8, 2).mean(dim=(-3, -1))
+    lo = lm.form.lo_of(hi)
+    assert (lo - pooled).abs().max() > 1e-3  # filtered...
+    torch.testing.assert_close(lo.mean(dim=(-2, -1)), pooled.mean(dim=(-2, -1)))  # ...mean kept
+    del payload["normalization"]["degrade_transfer"]
+    torch.save(payload, tmp_path / "weights_step_00000002.pt")
+    with pytest.raises(CheckpointError, match="method.degrade"):
+        load_model(str(tmp_path))
+    # an old export (no degrade field) samples without one
+    assert load_model(str(OLD)).form.transfer is None

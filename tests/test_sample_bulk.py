@@ -219,8 +219,10 @@ def test_shards_test_split_layout_units_and_noise_keys(
     assert list(a["channels"]) == list(CHANNELS)
     assert json.loads(a["sampler"]) == {
         "name": "euler", "steps": 1, "grid": "linear", "rho": 7.0, "options": {}, "nfe": 1,
-        "t_min": 1e-4, "t_max": 1 - 1e-4,
+        "t_min": 1e-4, "t_max": 1 - 1e-4, "temperature": [1.0],
     }  # fmt: skip
+    assert not a["degrade"] and "degrade_transfer" not in a  # no degradation matching
+    assert "degrade" not in json.loads(a["settings"])  # settings as before degrade existed
     assert a["checkpoint"] == str(zero_export) and a["checkpoint_step"] == 42
     assert len(a["checkpoint_sha256"]) == 64 and a["weights"] == "ema" and a["sigma"] == 0.1
     assert a["seed"] == 11 and a["sim"] == "mri256_nu3e-5/seed_0001" and a["sim_seed"] == 1

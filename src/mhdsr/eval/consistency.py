@@ -12,6 +12,10 @@ snapshot (the CLI exits 2):
   tolerance leaves a factor ~1000 for float32 storage while a permuted ``channels`` attribute,
   replaced truth shards or another snapshot's input differ by O(1). A failing file whose input
   matches the shards' channels in another order is reported as a wrong ``channels`` attribute.
+  A file of a model trained with degradation matching (attribute ``degrade`` true: ``mhdsr
+  sample`` stored ``degrade(avgpool2(truth), T)`` as its input, T its ``degrade_transfer``) is
+  checked against ``degrade(avgpool2(truth), T)`` instead (:func:`expected_input`), with the
+  same tolerance.
 * :func:`check_rows` (every sim): the samples of a row must belong to that row's input:
   avgpool2 of the row's ensemble mean may not be closer (normalised rms, less than half the
   distance) to the input of a neighbouring row (``NEIGHBOURS`` either side) than to its own,
@@ -20,7 +24,9 @@ snapshot (the CLI exits 2):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +36,40 @@ from mhdsr.eval.inputs import EvalInputError
 INPUT_RTOL = 1e-4
 #: Rows either side whose inputs a row's samples are compared with (:func:`check_rows`).
 NEIGHBOURS = 2
+
+
+def file_transfer(attrs: dict[str, Any], rel: str, channels: int) -> np.ndarray | None:
+    """The ``(C, K)`` transfer function of a sample file whose input was degraded (attribute
+    ``degrade`` true, ``degrade_transfer`` its JSON table); ``None`` for any other file.
+
+    Raises:
+        EvalInputError: ``degrade`` is true but ``degrade_transfer`` is missing or malformed.
+    """
+    if not bool(attrs.get("degrade", False)):
+        return None
+    from mhdsr.method.degrade import transfer_from_list
+
+    raw = attrs.get("degrade_transfer")
+    try:
+        table = json.loads(raw) if isinstance(raw, str) else raw
+        return transfer_from_list(table, channels, f"{rel}: attribute degrade_transfer").numpy()
+    except (ValueError, TypeError) as e:
+        raise EvalInputError(
+            f"{rel}: attribute degrade is true but degrade_transfer is missing or malformed ({e})"
+        ) from None
+
+
+def expected_input(pooled: np.ndarray, transfer: np.ndarray | None) -> np.ndarray:
+    """The input ``mhdsr sample`` makes from ``pooled = avgpool2(truth)`` ``(C, h, w)`` (file
+    channels): itself, or ``degrade(pooled, transfer)`` (float64) for a degrade file."""
+    if transfer is None:
+        return pooled
+    import torch
+
+    from mhdsr.method.degrade import degrade
+
+    x = torch.from_numpy(np.asarray(pooled, np.float64))
+    return degrade(x, torch.from_numpy(transfer)).numpy()
 
 
 def _rel_err(lo: np.ndarray, pooled: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mhdsr.eval.baselines import BASELINES, BaselineInputs, make_baseline
-from mhdsr.eval.consistency import check_input, check_rows
+from mhdsr.eval.consistency import check_input, check_rows, expected_input, file_transfer
 from mhdsr.eval.curve import Curve, SimResult
 from mhdsr.eval.fields import Fields, Target
 from mhdsr.eval.inputs import EvalInputError, ShardTruth, read_inputs, read_samples
@@ -112,6 +112,7 @@ def evaluate_sim(
     # ---- one snapshot at a time
     idx = [truth.channels.index(c) for c in channels] if has_truth else []
     own_inputs = {f.method: read_inputs(f.path) for f in job.files}
+    transfers = {f.method: file_transfer(f.attrs, f.rel, len(channels)) for f in job.files}
 
     def fields(x: np.ndarray) -> Fields:
         return Fields(x, channels, n_lo=n_lo, n_hi=n_hi)
@@ -137,9 +138,14 @@ def evaluate_sim(
                 pooled_all = avgpool2_np(y_all)
                 for f in job.files:
                     t = index[f.method].get(n)
-                    if t is not None:
+                    if t is None:
+                        continue
+                    if transfers[f.method] is None:
                         check_input(f.rel, n, own_inputs[f.method][t], pooled_all,
                                     channels, truth.channels)  # fmt: skip
+                    else:  # method.degrade: the input is degrade(avgpool2(truth), T)
+                        want = expected_input(pooled_all[idx], transfers[f.method])
+                        check_input(f.rel, n, own_inputs[f.method][t], want, channels, channels)
             tf = fields(y[None])
             target = Target.of_truth(tf)
             curves["truth"].add(tf, target, **where)
@@ -160,8 +166,8 @@ def evaluate_sim(
             if not np.isfinite(ens).all():
                 raise EvalInputError(f"{f.rel}: samples of snapshot {n} hold nan or inf")
             if factor == 2:
-                check_rows(f.rel, f.snapshots.tolist(), t, avgpool2_np(ens.mean(axis=0)),
-                           own_inputs[f.method])  # fmt: skip
+                pooled = expected_input(avgpool2_np(ens.mean(axis=0)), transfers[f.method])
+                check_rows(f.rel, f.snapshots.tolist(), t, pooled, own_inputs[f.method])
             curves[f.method].add(fields(ens), target, **where)
             if panel is not None:
                 panel[f"{f.method} sample"] = ens[0]

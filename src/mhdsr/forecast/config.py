@@ -178,6 +178,11 @@ class FlowForecastTrainConfig(TrainerConfig):
                 "config key 'method.project': a forecast has no input block means to project "
                 "onto; set method.project=false"
             )
+        if self.method.degrade:
+            raise ConfigError(
+                "config key 'method.degrade': degradation matching filters the avgpool2 input "
+                "of super-resolution pairs; a forecast has none (set method.degrade=false)"
+            )
         c = self.model.channels
         want = 2 * c if self.forecast.source == "operator" else c
         if self.model.cond_channels == 0:

@@ -37,7 +37,8 @@ class MethodConfig:
     ``residual_samples`` = 64 train samples), loss ``loss_scale = 1`` times the mean squared
     velocity error, training times uniform on ``[1e-4, 1 - 1e-4]``; every sample is **projected**
     onto the input's 2x2 block means and its ``jz`` is **derived** as the curl of the generated
-    ``(Bx, By)``.
+    ``(Bx, By)``. Degradation matching (``degrade``: inputs filtered like native lo runs,
+    :mod:`mhdsr.method.degrade`) is off.
 
     These defaults are the ``method`` section of every shipped train config
     (configs/train/*.yaml, checked by tests/test_architecture.py). The configs share every field
@@ -91,6 +92,25 @@ class MethodConfig:
     #: replace the generated jz by the periodic centred-difference curl of the generated Bx, By
     #: (AthenaK's own definition), so jz - curl B vanishes by construction
     derive_jz: bool = True
+    #: degradation matching (:mod:`mhdsr.method.degrade`; docs/design.md, "The method"): train
+    #: on ``lo = D(hi)`` = avgpool2 followed by a per-channel isotropic transfer function
+    #: ``T_c(|k|)`` on the lo grid, fitted at the start of training to the ratio of the mean
+    #: spectra of the native-lo runs ``degrade_runs`` to avgpool2 of the train split, so the
+    #: model learns to super-resolve inputs that look like native lo runs (whose numerical
+    #: dissipation damps their top octave). Needs ``project = false`` (projecting a sample onto
+    #: its input's block means would put the damping back).
+    degrade: bool = False
+    #: globs of native-lo AthenaK run folders used ONLY to fit T (method.degrade). They must
+    #: not be the held-out runs the model is evaluated on (they would no longer be held out:
+    #: training prints a note when one is in the shards' heldout split)
+    degrade_runs: list[str] = field(default_factory=list)
+    #: method.degrade: T is pinned to a mean log of 0 over the lo-grid shells 1 <= k < kref
+    #: (D changes the spectral shape, not the level); 0 = N_lo / 16 (at least 2)
+    degrade_kref: int = 0
+    #: method.degrade: train samples (first N of the train split, deterministic) whose
+    #: avgpool2 spectra make the denominator of T; their orbit range selects the native
+    #: snapshots of the numerator
+    degrade_samples: int = 64
 
     def validate(self) -> None:
         """Raises ConfigError naming ``method.<key>``."""
@@ -115,6 +135,25 @@ class MethodConfig:
             self.residual_estimator,
         )
         require(self.residual_kmin >= 0, "method.residual_kmin", ">= 0", self.residual_kmin)
+        require(
+            self.degrade_kref >= 0, "method.degrade_kref", ">= 0 (0 = N_lo / 16)", self.degrade_kref
+        )
+        require(self.degrade_samples >= 1, "method.degrade_samples", ">= 1", self.degrade_samples)
+        if self.degrade:
+            require(
+                bool(self.degrade_runs) and all(str(g).strip() for g in self.degrade_runs),
+                "method.degrade_runs",
+                "a non-empty list of globs of native-lo run folders (method.degrade=true fits "
+                "its transfer function on them)",
+                self.degrade_runs,
+            )
+            if self.project:
+                raise ConfigError(
+                    "config key 'method.degrade': degradation matching needs method.project=false: "
+                    "projecting a sample onto its input's 2x2 block means would copy the input's "
+                    "damped top octave back into the sample and undo the de-filtering the model "
+                    "learned; set method.project=false"
+                )
 
 
 #: The original recipe, which the defaults were before issue 18: the interpolant from a
@@ -140,6 +179,10 @@ ORIGINAL_RECIPE: dict[str, object] = {
     "residual_estimator": "pooled",
     "project": False,
     "derive_jz": False,
+    "degrade": False,
+    "degrade_runs": [],
+    "degrade_kref": 0,
+    "degrade_samples": 64,
 }
 
 

@@ -39,6 +39,12 @@ invariant, ``m`` flips sign with the field).
   with ``hi' = (hi_n - m) / a`` (``m = 0``, ``a = 1`` for global scale); the network sees
   ``(x_t, u')``; a sample decodes to ``m + a x``.
 
+**Degradation matching** (``method.degrade``, :mod:`mhdsr.method.degrade`): the input is
+``lo_n = D(hi_n)``, avgpool2 followed by a per-channel isotropic transfer function ``T`` fitted
+to native-lo / avgpool2 mean spectra (:attr:`Formulation.transfer`); ``u``, the levels and the
+residual scale ``s_r`` are all computed from that ``lo_n``. Projection is then off (a sample
+projected onto the damped input's block means would be damped again).
+
 Either can be followed by the hard consistency projection
 (:func:`~mhdsr.method.grid.project_block_means`, ``method.project``): the decoded field is
 projected onto ``{x : avgpool2(x) = lo_n}``; and by ``method.derive_jz``: the current is replaced
@@ -62,6 +68,7 @@ from torch import Tensor
 
 from mhdsr.errors import ConfigError
 from mhdsr.method.config import MethodConfig, TimeDist
+from mhdsr.method.degrade import degrade, transfer_from_list
 from mhdsr.method.grid import avgpool2, curl_z, project_block_means, upsample
 from mhdsr.method.noise import NoiseSource
 from mhdsr.method.pairs import make_pair
@@ -345,12 +352,31 @@ class Formulation:
             :func:`mhdsr.model.inference.load_model`).
         residual_std: ``(C,)`` train-split std of ``(hi_n - u) / a``, required for the residual
             formulation (:func:`residual_std`).
+        transfer: ``(C, K)`` float64 degradation-matching transfer function
+            (:func:`mhdsr.method.degrade.fit_transfer`), required when ``method.degrade``;
+            training pairs use ``lo = degrade(avgpool2(hi), transfer)`` (:meth:`lo_of`).
+            Ignored (set to ``None``) when ``method.degrade`` is off.
     """
 
     method: MethodConfig
     residual_std: Tensor | None = None
+    transfer: Tensor | None = None
 
     def __post_init__(self) -> None:
+        if not self.method.degrade:
+            self.transfer = None
+        else:
+            if self.transfer is None:
+                raise ConfigError(
+                    "method.degrade=true needs the fitted transfer function (normalization "
+                    "degrade_transfer of the export, or fitted by mhdsr train)"
+                )
+            try:
+                t = torch.as_tensor(self.transfer, dtype=torch.float64)
+                n = len(self.residual_std) if self.residual_std is not None else t.shape[0]
+                self.transfer = transfer_from_list(t, int(n), "degrade transfer function")
+            except (ValueError, IndexError) as e:
+                raise ConfigError(f"method.degrade: {e}") from None
         if self.kind == "residual":
             if self.residual_std is None:
                 raise ConfigError("method.formulation=residual needs the residual std of the data")
@@ -375,6 +401,12 @@ class Formulation:
         return self.residual_std.to(like.device, like.dtype)[:, None, None]  # type: ignore[union-attr]
 
     # -- fields <-> flow states
+
+    def lo_of(self, hi_n: Tensor) -> Tensor:
+        """The model's input of hi fields ``(B, C, H, W)``: ``avgpool2(hi_n)``, degraded with
+        :attr:`transfer` when the method has degradation matching; ``(B, C, H/2, W/2)``."""
+        lo = avgpool2(hi_n)
+        return lo if self.transfer is None else degrade(lo, self.transfer)
 
     def up(self, lo_n: Tensor) -> Tensor:
         """``u = Up(lo_n)``, ``(B, C, h, w) -> (B, C, 2h, 2w)``."""
@@ -456,7 +488,7 @@ class Formulation:
         m = self.method
         hi, u, lo = make_pair(
             hi, crop=crop, roll=roll, upsample_mode=m.upsample, generator=gen, augment=augment,
-            with_lo=True,
+            with_lo=True, transfer=self.transfer,
         )  # fmt: skip
         return self.pair_loss(model, hi, u, self.lo_stats(lo), gen)
 
@@ -641,15 +673,19 @@ def _band_rms(lo_n: Tensor, kmin: int) -> Tensor:
     return torch.sqrt((coef.abs() ** 2 * band).sum(dim=(-2, -1), keepdim=True))
 
 
-def residual_std(hi_n: Sequence[Tensor] | Tensor, method: MethodConfig) -> Tensor:
-    """Per-channel population std of ``(hi_n - Up(avgpool2(hi_n))) / b`` over fields ``hi_n``
-    (``b`` the residual level of :func:`level_stats`; 1 for global scale); with
+def residual_std(
+    hi_n: Sequence[Tensor] | Tensor, method: MethodConfig, transfer: Tensor | None = None
+) -> Tensor:
+    """Per-channel population std of ``(hi_n - Up(lo)) / b`` over fields ``hi_n``, with
+    ``lo = avgpool2(hi_n)`` (degraded with ``transfer`` when given: ``method.degrade``) and
+    ``b`` the residual level of :func:`level_stats` of ``lo`` (1 for global scale); with
     ``method.residual_estimator = "median"`` the median over the fields of each field's own
     (mean-removed) rms instead.
 
     Args:
         hi_n: ``(N, C, H, W)`` normalized hi fields (or a sequence of ``(C, H, W)``).
         method: the method config (its ``upsample``, ``scale`` and ``scale_floor``).
+        transfer: ``(C, K)`` degradation-matching transfer function, or ``None``.
 
     Returns:
         ``(C,)`` float64 tensor.
@@ -657,6 +693,8 @@ def residual_std(hi_n: Sequence[Tensor] | Tensor, method: MethodConfig) -> Tenso
     x = torch.stack(list(hi_n)) if not isinstance(hi_n, Tensor) else hi_n
     x = x.to(torch.float64)
     lo = avgpool2(x)
+    if transfer is not None:
+        lo = degrade(lo, transfer)
     _, _, b = level_stats(lo, method)
     return residual_scale((x - upsample(lo, 2, method.upsample)) / b, method.residual_estimator)
 

@@ -1,7 +1,8 @@
 """Training pairs of the super-resolution method: ``(hi, u)`` from normalized hi fields.
 
 Random draws, in this order, all from the step's generator: window offsets (periodic roll and/or
-crop), then one symmetry element per sample (augmentation). ``lo = avgpool2(hi)`` and
+crop), then one symmetry element per sample (augmentation). ``lo = avgpool2(hi)`` (with
+degradation matching ``lo = D(hi)``, :func:`mhdsr.method.degrade.degrade` of it) and
 ``u = Up(lo)`` are computed on the FULL (transformed) periodic field before the window is cut, so
 ``u`` is never wrong at a window edge.
 """
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from mhdsr.errors import ShardError
 from mhdsr.method import symmetry
+from mhdsr.method.degrade import degrade
 from mhdsr.method.grid import avgpool2, upsample
 
 
@@ -27,6 +29,7 @@ def make_pair(
     generator: torch.Generator | None,
     augment: Sequence[str] | None = None,
     with_lo: bool = False,
+    transfer: Tensor | None = None,
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Training pair on the device: ``(hi, u)`` from normalized hi fields.
 
@@ -45,6 +48,9 @@ def make_pair(
         augment: channel names of ``hi`` to augment with the symmetry group; ``None`` = off.
         with_lo: also return the FULL-field (uncropped, transformed) ``lo = avgpool2(hi)``
             ``(B, C, H/2, W/2)``, whose level the instance scale measures.
+        transfer: ``(C, K)`` degradation-matching transfer function (``method.degrade``):
+            ``lo = degrade(avgpool2(hi), transfer)``, applied after the symmetry element and
+            before ``Up``; ``None`` = plain avgpool2. It draws nothing from ``generator``.
 
     Returns:
         ``(hi, u)``, each (B, C, crop or H, crop or W), and ``lo`` when ``with_lo``.
@@ -66,6 +72,8 @@ def make_pair(
     if augment is not None:
         hi = symmetry.apply_batch(hi, symmetry.draw(b, generator), augment)
     lo = avgpool2(hi)
+    if transfer is not None:
+        lo = degrade(lo, transfer)
     u = upsample(lo, 2, upsample_mode)
     if not window:
         return (hi, u, lo) if with_lo else (hi, u)

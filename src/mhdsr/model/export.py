@@ -8,7 +8,8 @@ Layout of a run folder::
 A payload is a dict with ``format`` (``"mhdsr-export-v1"``), ``step``, ``samples_seen``,
 ``raw`` and ``ema`` fp32 state dicts, ``ema_updates``, ``model`` (the model config dict),
 ``channels``, ``normalization`` (``mean``/``std`` lists in physical units, plus for residual
-methods ``residual_std``), ``method`` (the method config dict), ``config`` (the whole training
+methods ``residual_std`` and for ``method.degrade`` the ``(C, K)`` transfer function
+``degrade_transfer``), ``method`` (the method config dict), ``config`` (the whole training
 config), ``manifest_sha256`` and ``version``. Exports load with ``torch.load(weights_only=True)``
 (no pickled objects), at any world size (:func:`load_export`).
 """

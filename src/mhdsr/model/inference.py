@@ -46,7 +46,8 @@ class LoadedModel:
         channels: trained channel names (canonical names, training order).
         norm: the per-channel normalization ``(C,)`` float32 in physical units.
         form: the method (:class:`~mhdsr.method.flow.Formulation`: sigma, time range,
-            upsampling, interpolant or residual target, projection), as trained.
+            upsampling, interpolant or residual target, projection, and the degradation-matching
+            transfer function ``form.transfer`` of a ``method.degrade`` model), as trained.
         size_multiple: H and W of the model input must be multiples of this.
         trained_hi_shape: ``(H, W)`` of the training fields, or ``None`` if no manifest of the
             training shards could be read.
@@ -183,7 +184,11 @@ def load_model(
     model = load_weights(UNet(mcfg), payload, weights, device)
     batch_invariant_linears(model)
     try:
-        form = Formulation(method_of_export(payload["method"]), norm.get("residual_std"))
+        form = Formulation(
+            method_of_export(payload["method"]),
+            norm.get("residual_std"),
+            norm.get("degrade_transfer"),
+        )
     except ConfigError as e:
         raise CheckpointError(f"{where}: method: {e}") from None
     shape, src = _trained_hi_shape(payload, shards)

@@ -307,7 +307,7 @@ def check_normalization(
         if k in stored and not np.allclose(stored[k], v, rtol=1e-9, atol=0):
             raise ConfigError(
                 f"shards={cfg.shards}: the train statistics (normalization {k}) differ from those the "
-                f"checkpoint in {cfg.run_dir} was trained with ({stored[k]} -> {list(map(float, v))}); "
+                f"checkpoint in {cfg.run_dir} was trained with ({stored[k]} -> {np.asarray(v, float).tolist()}); "
                 "resume with the original shards or start a new run_dir"
             )
     if stored_sha and stored_sha != msha:

@@ -1,7 +1,10 @@
 """Bulk inference: every selected snapshot of every input sim, ``ensemble`` members each, to one
 HDF5 file per sim (docs/design.md "Formats"; layout in :mod:`mhdsr.dataset.h5layout`).
 
-Per snapshot (docs/design.md "The method"): ``lo`` in physical units (:mod:`mhdsr.sample.inputs`),
+Per snapshot (docs/design.md "The method"): ``lo`` in physical units (:mod:`mhdsr.sample.inputs`;
+for a model trained with ``method.degrade``, an ``avgpool2(hi)`` input of a shard split is
+filtered with the export's transfer function first, :func:`mhdsr.method.degrade.degrade`, and
+that degraded ``lo`` is the file's stored input; native lo runs are used as they are),
 ``u = Up((lo - mean) / std)`` with the export's normalization and upsampling mode, ``x`` from
 the sampler started at ``u + sigma * eps``, output ``x * std + mean`` (physical units).
 
@@ -48,7 +51,7 @@ from mhdsr.io_utils import make_output_dir, sim_lock
 from mhdsr.model.inference import LoadedModel, load_model, resolve_device
 from mhdsr.sample.config import SampleConfig
 from mhdsr.sample.h5out import SimWriter, output_path, read_settings, settings_diff
-from mhdsr.sample.inputs import SimInput, index_inputs
+from mhdsr.sample.inputs import LO_DERIVED, SimInput, index_inputs
 
 log = logging.getLogger("mhdsr.sample")
 
@@ -198,6 +201,13 @@ def _check_sampler(cfg: SampleConfig, lm: LoadedModel) -> None:
         raise ConfigError(f"config key 'sampler.options' = {dict(s.options)}: {e}") from None
 
 
+def _degrades(lm: LoadedModel, sim: SimInput) -> bool:
+    """Whether the inputs of ``sim`` are degraded before sampling: the model was trained with
+    ``method.degrade`` and the input is ``avgpool2(hi)`` of a shard split (native lo runs and
+    forecasts are used as they are)."""
+    return lm.form.transfer is not None and sim.lo_kind == LO_DERIVED
+
+
 def _settings(
     cfg: SampleConfig, lm: LoadedModel, sim: SimInput, hi: tuple[int, int]
 ) -> dict[str, Any]:
@@ -215,6 +225,7 @@ def _settings(
         "sim_seed": int(sim.seed),
         "source": sim.source,
         "lo_kind": sim.lo_kind,
+        **({"degrade": True} if _degrades(lm, sim) else {}),  # absent: as before degrade existed
         "snapshots": [s.snapshot for s in sim.snaps],
         "hi_shape": list(hi),
         **sim.extra_attrs,
@@ -237,6 +248,12 @@ def prepare(cfg: SampleConfig, device: torch.device | str = "cpu") -> Plan:
     for key in ("project", "derive_jz"):  # sampling-time overrides of the post-processing
         if getattr(cfg, key) is not None:
             setattr(lm.form.method, key, bool(getattr(cfg, key)))
+    if lm.form.transfer is not None and lm.form.project:
+        raise ConfigError(
+            f"config key 'project': {lm.path} was trained with method.degrade (degradation "
+            "matching); projecting its samples onto the input's block means would undo the "
+            "de-filtering it learned; set project=false or leave it null"
+        )
     sims = index_inputs(cfg, lm.channels)
     hi_shapes, settings = {}, {}
     for sim in sims:
@@ -325,6 +342,12 @@ def _attrs(plan: Plan, sim: SimInput) -> dict[str, Any]:
         "scale_kmin": int(getattr(lm.form.method, "scale_kmin", 0)),
         "scale_floor": float(getattr(lm.form.method, "scale_floor", 1e-4)),
         "residual_kmin": int(lm.form.method.residual_kmin),
+        "degrade": _degrades(lm, sim),
+        **(
+            {"degrade_transfer": json.dumps(lm.form.transfer.tolist())}
+            if lm.form.transfer is not None
+            else {}
+        ),
         "derive_jz": bool(lm.form.method.derive_jz),
         "norm_mean": [float(x) for x in lm.mean],
         "norm_std": [float(x) for x in lm.std],
@@ -354,10 +377,12 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
     Returns:
         The output path.
     """
+    from mhdsr.method.degrade import degrade
     from mhdsr.method.flow import derive_current
     from mhdsr.method.noise import PerSampleNoise, name_word
 
     cfg, lm, dev = plan.cfg, plan.lm, plan.device
+    degraded = _degrades(lm, sim)
     n_snap, n_mem = len(sim.snaps), int(cfg.ensemble)
     items = [(t, m) for t in range(n_snap) for m in range(n_mem)]
     path = output_path(cfg.output_dir, sim.name)
@@ -384,6 +409,8 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
                         f"sim {sim.name} snapshot {sim.snaps[t].snapshot}: lo has shape "
                         f"{lo.shape}, expected (C, {sim.lo_shape[0]}, {sim.lo_shape[1]})"
                     )
+                if degraded:  # the input the model was trained on; stored as the file's input
+                    lo = degrade(torch.from_numpy(lo), lm.form.transfer).numpy()
                 w.write_input(
                     t,
                     lo,
@@ -399,7 +426,9 @@ def sample_sim(plan: Plan, sim: SimInput, on_batch: Any = None) -> Path:
             lo_n = torch.stack([u_cache[t][0] for t, _ in batch])
             u = torch.stack([u_cache[t][1] for t, _ in batch])
             keys = [(name_word(sim.name), sim.seed, *sim.snaps[t].noise_key, m) for t, m in batch]
-            noise = s.noise(PerSampleNoise.from_keys(cfg.seed, keys, device=dev, dtype=torch.float32))
+            noise = s.noise(
+                PerSampleNoise.from_keys(cfg.seed, keys, device=dev, dtype=torch.float32)
+            )
             x = lm.form.sample(
                 s.name, lm.model, lo_n, noise,
                 n_steps=s.steps, grid=s.grid, rho=s.rho, options=s.options, u=u,

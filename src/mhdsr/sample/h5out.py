@@ -4,7 +4,8 @@ names (file, datasets, attributes) are :mod:`mhdsr.dataset.h5layout`'s.
 Layout of ``<output_dir>/<sim with "/" -> "__">.h5``::
 
     samples   (T, E, C, H, W) float32  physical units (denormalized); chunks of one member
-    input     (T, C, h, w)    float32  physical lo fed to the model
+    input     (T, C, h, w)    float32  physical lo fed to the model (degraded for a method.degrade
+                                       model on avgpool2(hi) inputs: attrs degrade = True)
     time      (T,)            float64  simulation time of each snapshot
     snapshot  (T,)            int64    AthenaK file number
     cycle     (T,)            int64    AthenaK cycle (-1 if unknown)
@@ -12,7 +13,9 @@ Layout of ``<output_dir>/<sim with "/" -> "__">.h5``::
     attrs: channels, sampler (JSON), checkpoint, checkpoint_sha256, checkpoint_step, weights,
            sigma, seed, ensemble, code_version, sim, sim_seed, source, lo_kind, upsample,
            formulation (interpolant | residual), scale, project, derive_jz, norm_mean, norm_std (the model's
-           per-channel normalization), residual_std (residual formulation), t_min, t_max,
+           per-channel normalization), residual_std (residual formulation), degrade (the
+           input was filtered by the export's transfer function), degrade_transfer (JSON
+           (C, K) table, method.degrade models only), t_min, t_max,
            settings (JSON of everything that determines the numbers), complete
 
 A file is written under a temporary name in the same folder (``.<name>.tmp-<host>-<pid>``) and

@@ -16,7 +16,6 @@ from torch import nn
 from mhdsr.analysis.spectra import radial_spectrum
 from mhdsr.dataset.normalize import Normalizer
 from mhdsr.method.flow import Formulation, derive_current
-from mhdsr.method.grid import avgpool2
 from mhdsr.method.noise import PerSampleNoise
 from mhdsr.plots import comparison_panel, spectra_figure
 from mhdsr.runtime.monitor import Monitor
@@ -42,7 +41,7 @@ def draw_panels(
     """
     dev = next(ema_model.parameters()).device
     x1 = hi.to(dev)
-    lo = avgpool2(x1)
+    lo = form.lo_of(x1)  # avgpool2 (degraded when method.degrade: what the model trains on)
     u = form.up(lo)
     n = cfg.log.image_steps
 

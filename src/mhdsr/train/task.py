@@ -2,8 +2,9 @@
 
 A batch from the tar file to the loss: :class:`~mhdsr.dataset.stream.ShardStream` yields
 normalized ``hi`` fields ``(B, C, H, W)`` of the trained channels; :meth:`SRTask.loss` hands them
-to :meth:`mhdsr.method.flow.Formulation.loss` (periodic roll/crop, ``lo = avgpool2(hi)``,
-``u = Up(lo)``, keyed noise and time, flow-matching loss). Validation uses the same function on
+to :meth:`mhdsr.method.flow.Formulation.loss` (periodic roll/crop, ``lo = avgpool2(hi)``, with
+``method.degrade`` then filtered by the transfer function fitted at start
+(:mod:`mhdsr.train.degrade`), ``u = Up(lo)``, keyed noise and time, flow-matching loss). Validation uses the same function on
 full fields with fixed per-sample generators; panels and spectra go to TensorBoard
 (:mod:`mhdsr.train.panels`).
 """
@@ -71,20 +72,36 @@ class SRTask:
         self.augment = self.channels if cfg.data.augment == "symmetry" else None
         d, m = cfg.data, cfg.method
 
+        # degradation matching: the transfer function T from native-lo runs and the first N
+        # train samples (deterministic; refitted identically on resume, recorded with every
+        # checkpoint and export, mhdsr.train.degrade)
+        transfer = None
+        if m.degrade:
+            from mhdsr.train.degrade import fit_degrade
+
+            _, arrays, metas = read_samples(
+                self.train_urls, m.degrade_samples, "hi.npy", self.hi_shape, skip_unreadable=True
+            )
+            transfer, notes = fit_degrade(
+                m, self.channels, self.norm, [self._norm(a) for a in arrays], metas, manifest
+            )
+            self.normalization["degrade_transfer"] = transfer.tolist()
+            self.notes += notes
+
         # the residual scale s_r (residual formulation): first N train samples, deterministic
         r = None
         if m.formulation == "residual":
             _, arrays, _ = read_samples(
                 self.train_urls, m.residual_samples, "hi.npy", self.hi_shape, skip_unreadable=True
             )  # a corrupt train shard is skipped here as by the training stream
-            r = residual_std([torch.from_numpy(self._norm(a)) for a in arrays], m)
+            r = residual_std([torch.from_numpy(self._norm(a)) for a in arrays], m, transfer)
             self.normalization["residual_std"] = [float(x) for x in r]
             self.notes.append(
                 f"residual formulation: s_r over {len(arrays)} train samples (upsample "
-                f"{m.upsample}, scale {m.scale}): "
+                f"{m.upsample}, scale {m.scale}{', degraded lo' if m.degrade else ''}): "
                 + ", ".join(f"{c} {x:.3g}" for c, x in zip(self.channels, r))
             )
-        self.form = Formulation(m, None if r is None else r.float())
+        self.form = Formulation(m, None if r is None else r.float(), transfer)
 
         # fixed validation set (full fields, normalized, trained channels, turbulent window)
         self.val_keys: list[str] = []
@@ -224,11 +241,11 @@ class SRTask:
             "normalization": {
                 "mean": [float(x) for x in self.norm.mean],
                 "std": [float(x) for x in self.norm.std],
-                **(
-                    {"residual_std": self.normalization["residual_std"]}
-                    if "residual_std" in self.normalization
-                    else {}
-                ),
+                **{
+                    k: self.normalization[k]
+                    for k in ("residual_std", "degrade_transfer")
+                    if k in self.normalization
+                },
             },
             "method": to_dict(self.cfg.method),
         }
