@@ -71,8 +71,9 @@ run sample --config configs/sample/demo.yaml "${COMMON[@]}" sampler.name=heun sa
 run sample --config configs/sample/demo.yaml "${COMMON[@]}" sampler.name=euler_maruyama sampler.steps=8 "${SAMPLE[@]}" "${TEST[@]}" output_dir="$OUT/samples/sde-test"
 
 stage "4/5 sample the held-out native 128^2 runs"
-# the 0.5-orbit native runs (their file numbers 6..12 are 3..6 orbits; the 0.1-orbit forecast runs number otherwise)
-RUNS=(inputs.kind=runs "inputs.runs=[\"$DATA/mri128_nu3e-5/seed_000[0-3]\"]" "${HELD[@]}")
+# the native runs written every 0.5 orbit, whose file numbers 6..12 are 3..6 orbits (seed 0 and
+# the 0.1-orbit forecast runs 5, 6 number their files in 0.1-orbit steps: file 10 = 1 orbit)
+RUNS=(inputs.kind=runs "inputs.runs=[\"$DATA/mri128_nu3e-5/seed_000[1-3]\"]" "${HELD[@]}")
 run sample --config configs/sample/demo.yaml "${COMMON[@]}" "${RUNS[@]}" sampler.name=heun sampler.steps=4 "${SAMPLE[@]}" output_dir="$OUT/samples/ode-heldout"
 run sample --config configs/sample/demo.yaml "${COMMON[@]}" "${RUNS[@]}" sampler.name=euler_maruyama sampler.steps=8 "${SAMPLE[@]}" output_dir="$OUT/samples/sde-heldout"
 
