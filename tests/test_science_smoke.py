@@ -60,7 +60,13 @@ def test_science_smoke(tmp_path: Path) -> None:
     out = tmp_path / "science" / "bundled-smoke"
     report = json.loads((out / "science.json").read_text())
     ds = report["datasets"]["bundled-smoke"]
-    assert set(ds["goals"]) == {"ema/heun-4", "ema/euler_maruyama-8"}
+    # the Heun sampler with the trained and with the val-calibrated temperature (+T), the SDE
+    cal = json.loads((out / "calibration" / "calibration.json").read_text())
+    assert len(cal["rounds"]) == 2 and cal["group"] == "val"
+    assert cal["temperature"] in [r["temperature"] for r in cal["rounds"]]  # an evaluated round
+    calibrated = any(v != 1 for v in cal["temperature"])
+    want = {"ema/heun-4", "ema/euler_maruyama-8"} | ({"ema/heun-4+T"} if calibrated else set())
+    assert set(ds["goals"]) == want
     channels = ["density", "velx", "vely", "velz", "Bx", "By", "Bz", "jz"]
     for method, goals in ds["goals"].items():
         for goal in GOALS:
