@@ -432,7 +432,10 @@ def test_source_temperature_scales_the_spread_per_channel() -> None:
     assert SamplerConfig(temperature=[1.0]).noise(plain) is plain
     wrapped = SourceTemperature(BatchNoise(4, 3), [2.0, 3.0])
     ref = BatchNoise(4, 3)
-    torch.testing.assert_close(wrapped.draw((2, 1, 1)), ref.draw((2, 1, 1)) * torch.tensor([2.0, 3.0]).reshape(1, 2, 1, 1).double())
+    torch.testing.assert_close(
+        wrapped.draw((2, 1, 1)),
+        ref.draw((2, 1, 1)) * torch.tensor([2.0, 3.0]).reshape(1, 2, 1, 1).double(),
+    )
     torch.testing.assert_close(wrapped.draw((2, 1, 1)), ref.draw((2, 1, 1)))  # SDE draws unscaled
     with pytest.raises(ValueError, match="3 values for 2 channels"):
         SourceTemperature(BatchNoise(4, 3), [1.0, 2.0, 3.0]).draw((2, 1, 1))

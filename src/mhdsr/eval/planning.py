@@ -269,8 +269,7 @@ def baseline_inputs(
                 np.asarray(f0.attrs["norm_std"], np.float64),
                 # the noise is x0 decoded: residual models scale it by the residual level b
                 int(
-                    (residual and f0.attrs.get("residual_kmin", 0))
-                    or f0.attrs.get("scale_kmin", 0)
+                    (residual and f0.attrs.get("residual_kmin", 0)) or f0.attrs.get("scale_kmin", 0)
                 ),
                 float(f0.attrs.get("scale_floor", 1e-4)),
             )

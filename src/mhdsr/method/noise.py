@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["NoiseSource", "PerSampleNoise", "SourceTemperature", "generator_for", "name_word", "seed_for"]
+__all__ = [
+    "NoiseSource",
+    "PerSampleNoise",
+    "SourceTemperature",
+    "generator_for",
+    "name_word",
+    "seed_for",
+]
 
 
 @runtime_checkable
