@@ -390,11 +390,7 @@ def prepare(
         CheckpointError, ConfigError, AthenaKFormatError: see :func:`run_rollout`.
     """
     fm = load_forecast_model(cfg.checkpoint, cfg.weights, device)
-    if len(cfg.sampler.temperature) not in (1, len(fm.channels)):
-        raise ConfigError(
-            f"config key 'sampler.temperature': {len(cfg.sampler.temperature)} values for the "
-            f"model's {len(fm.channels)} channels; give one value or one per channel"
-        )
+    cfg.sampler.check_channels(fm.channels)
     plans = plan_runs(cfg, fm)
     _check_settings(cfg, fm, plans)
     return fm, plans

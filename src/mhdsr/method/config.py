@@ -10,6 +10,7 @@ it meant when it was written.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -210,6 +211,15 @@ class SamplerConfig:
     #: (noise inflation; shipped values are tuned on the validation split, never on test:
     #: docs/design.md, "Calibration"); [1.0] = the trained source
     temperature: list[float] = field(default_factory=lambda: [1.0])
+
+    def check_channels(self, channels: Sequence[str]) -> None:
+        """Raise ConfigError unless ``temperature`` has one value or one per model channel."""
+        if len(self.temperature) not in (1, len(channels)):
+            raise ConfigError(
+                f"config key 'sampler.temperature': {len(self.temperature)} values for the "
+                f"model's {len(channels)} channels {list(channels)}; give one value or one per "
+                "channel"
+            )
 
     def noise(self, source: NoiseSource) -> NoiseSource:
         """``source`` with this sampler's temperature on its first draw (itself when T = 1)."""

@@ -176,11 +176,7 @@ def _check_sampler(cfg: SampleConfig, lm: LoadedModel) -> None:
     from mhdsr.method.samplers import sample
 
     s = cfg.sampler
-    if len(s.temperature) not in (1, len(lm.channels)):
-        raise ConfigError(
-            f"config key 'sampler.temperature': {len(s.temperature)} values for the model's "
-            f"{len(lm.channels)} channels {list(lm.channels)}; give one value or one per channel"
-        )
+    s.check_channels(lm.channels)
     try:
         sample(
             s.name,
